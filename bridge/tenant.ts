@@ -1,0 +1,165 @@
+// One tenant's isolate: its context, the trusted driver from sandbox-api, the
+// bundled modules defined in it, and its timers. The tenant owns all of them
+// and `dispose()` releases them. Nothing here decides policy about sockets;
+// the worker does, through the `TenantHost` it passes in.
+import ivm from 'isolated-vm';
+import type { BundledCode, TenantLimits } from './protocol.js';
+
+/** Event kinds of a dispatch batch; mirrors `Event` in sandbox-api/runtime.ts. */
+export const Event = { Open: 0, Message: 1, Error: 2, Close: 3, Timer: 4, Run: 5 } as const;
+/** Output operations; mirrors `Op` in sandbox-api/host.ts. */
+export const Op = { Send: 0, Close: 1, Log: 2, Error: 3 } as const;
+
+export type Batch = (number | string)[];
+
+/** What a tenant's host functions may ask of the worker. */
+export interface TenantHost {
+  connect(tenant: Tenant, uri: unknown, handler: unknown, engine: unknown): number;
+  /** Output produced after a call returned (by microtasks) is waiting. */
+  notify(tenant: Tenant): void;
+  /** A timer is due: queue a Timer event. */
+  timerDue(tenant: Tenant, id: number): void;
+}
+
+const MAX_DELAY = 2 ** 31 - 1;
+
+export class Tenant {
+  readonly isolate: ivm.Isolate;
+  private readonly context: ivm.Context;
+  private readonly dispatchRef: ivm.Reference<(batch: Batch) => Batch>;
+  private readonly drainRef: ivm.Reference<() => Batch>;
+  private readonly defineRef: ivm.Reference<(name: string, factory: unknown) => void>;
+  private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
+  private readonly timers = new Map<number, NodeJS.Timeout>();
+  /** Events waiting for the next dispatch. */
+  batch: Batch = [];
+
+  constructor(
+    readonly name: string,
+    runtime: string,
+    private readonly limits: TenantLimits,
+    private readonly host: TenantHost,
+  ) {
+    this.isolate = new ivm.Isolate({ memoryLimit: limits.memoryMiB });
+    try {
+      this.context = this.isolate.createContextSync();
+      installBridge(this.context, this, host, limits);
+      this.isolate.compileScriptSync(runtime, { filename: 'islet:runtime' }).runSync(this.context, { release: true });
+      const api = this.context.global.getSync('__isletRuntime', { reference: true }) as ivm.Reference<Record<string, unknown>>;
+      this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => Batch>;
+      this.drainRef = api.getSync('drain', { reference: true }) as ivm.Reference<() => Batch>;
+      this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown) => void>;
+      this.adoptRef = api.getSync('adopt', { reference: true }) as ivm.Reference<(list: string[]) => void>;
+      api.release();
+      removeBootstrapGlobals(this.context);
+    } catch (error) {
+      this.isolate.dispose();
+      throw error;
+    }
+  }
+
+  /** Evaluates a bundle's module wrapper and defines it under its name. Throws on a compile error. */
+  define(module: BundledCode): void {
+    // The wrapper sits on a line of its own, and lineOffset -1 keeps the
+    // bundle's own line numbers, which its source map refers to.
+    const script = this.isolate.compileScriptSync(`(function (exports, require, module) {\n${module.code}\n})`, {
+      filename: module.file,
+      lineOffset: -1,
+    });
+    const factory = script.runSync(this.context, { reference: true, release: true, timeout: this.limits.callTimeoutMs });
+    try {
+      this.defineRef.applySync(undefined, [module.name, factory.derefInto()]);
+    } finally {
+      factory.release();
+    }
+  }
+
+  /** Marks a module that failed to load, so its events are skipped. */
+  defineFailed(name: string): void {
+    this.defineRef.applySync(undefined, [name, null]);
+  }
+
+  adopt(list: string[]): void {
+    this.adoptRef.applySync(undefined, [list], { arguments: { copy: true } });
+  }
+
+  /** Runs the queued events in one call; returns the output triples. */
+  dispatch(): Batch {
+    const batch = this.batch;
+    this.batch = [];
+    return this.dispatchRef.applySync(undefined, [batch], {
+      arguments: { copy: true },
+      result: { copy: true },
+      timeout: this.limits.callTimeoutMs,
+    });
+  }
+
+  drain(): Batch {
+    return this.drainRef.applySync(undefined, [], { result: { copy: true } });
+  }
+
+  setTimer(id: number, ms: number, repeat: boolean): void {
+    if (this.timers.has(id)) return;
+    if (this.timers.size >= this.limits.maxTimers) {
+      throw new Error(`ISLET_ERR_LIMIT: tenant "${this.name}" already has ${this.limits.maxTimers} timers (limit maxTimers)`);
+    }
+    const delay = Math.min(Math.max(Number.isFinite(ms) ? ms : 0, repeat ? 1 : 0), MAX_DELAY);
+    const due = (): void => {
+      if (!repeat) this.timers.delete(id);
+      this.host.timerDue(this, id);
+    };
+    this.timers.set(id, repeat ? setInterval(due, delay) : setTimeout(due, delay));
+  }
+
+  clearTimer(id: number): void {
+    const timer = this.timers.get(id);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.timers.delete(id);
+  }
+
+  get pendingTimers(): number {
+    return this.timers.size;
+  }
+
+  dispose(): void {
+    for (const timer of this.timers.values()) clearTimeout(timer);
+    this.timers.clear();
+    this.dispatchRef.release();
+    this.drainRef.release();
+    this.defineRef.release();
+    this.adoptRef.release();
+    if (!this.isolate.isDisposed) this.isolate.dispose();
+  }
+}
+
+// The boundary: these globals are all that the worker puts into an isolate,
+// and the sandbox runtime captures them before tenant code runs. Only
+// primitives cross through them; sockets and ivm objects never do.
+const BOOTSTRAP_GLOBALS = [
+  '__isletConfig',
+  '__isletConnect',
+  '__isletSetTimer',
+  '__isletClearTimer',
+  '__isletNotify',
+  '__isletRuntime',
+] as const;
+
+function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, limits: TenantLimits): void {
+  const global = context.global;
+  global.setSync('__isletConfig', JSON.stringify({ tenant: tenant.name, maxMessageBytes: limits.maxMessageBytes }));
+  global.setSync(
+    '__isletConnect',
+    new ivm.Callback((uri: unknown, handler: unknown, engine: unknown) => host.connect(tenant, uri, handler, engine)),
+  );
+  global.setSync(
+    '__isletSetTimer',
+    new ivm.Callback((id: unknown, ms: unknown, repeat: unknown) => tenant.setTimer(Number(id), Number(ms), repeat === true)),
+  );
+  global.setSync('__isletClearTimer', new ivm.Callback((id: unknown) => tenant.clearTimer(Number(id))));
+  global.setSync('__isletNotify', new ivm.Callback(() => host.notify(tenant), { ignored: true }));
+}
+
+function removeBootstrapGlobals(context: ivm.Context): void {
+  for (const name of BOOTSTRAP_GLOBALS) context.global.deleteSync(name);
+}

@@ -1,0 +1,323 @@
+// A sandbox worker process: holds many tenant isolates, reads frames from the
+// host on fd 3, batches each tenant's events per event-loop turn into one
+// isolate call, and sends the tenant's output back. It trusts the host and
+// nothing that comes out of an isolate: every output is checked here
+// (types, sizes, which tenant owns the socket) before it is forwarded.
+import net from 'node:net';
+import { IsletError } from './errors.js';
+import { resolveHandler } from './handler-ids.js';
+import {
+  FrameKind,
+  FrameReader,
+  FrameWriter,
+  ID_BLOCK,
+  type HostToWorker,
+  type LogLevel,
+  type SocketInfo,
+  type TenantLimits,
+  type WorkerToHost,
+} from './protocol.js';
+import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
+
+const ENGINES = ['javascript', 'v8', 'isolated-vm'];
+/** Dirigible's executor names; islet runs them all in V8. */
+const ENGINE_ALIASES = ['rhino', 'nashorn', 'graalvm', 'graalium'];
+const MAX_URI_LENGTH = 4096;
+const LEVELS: LogLevel[] = ['log', 'info', 'warn', 'error', 'debug'];
+
+const channel = new net.Socket({ fd: 3, readable: true, writable: true });
+const writer = new FrameWriter(channel);
+
+let runtime = '';
+let root = '';
+let limits: TenantLimits;
+const tenants = new Map<string, Tenant>();
+/** Every socket of a tenant on this worker, by id: what the tenant may touch. */
+const sockets = new Map<number, SocketInfo>();
+/** Pending script runs per tenant; a run ends when its tenant is idle. */
+const runs = new Map<string, Set<number>>();
+const idBlocks: number[] = [];
+let nextId = 0;
+let lastId = -1;
+let askedForIds = false;
+const dirty = new Set<Tenant>();
+let flushScheduled = false;
+
+function send(message: WorkerToHost): void {
+  writer.control(message);
+}
+
+function allocateId(): number {
+  if (nextId > lastId) {
+    const from = idBlocks.shift();
+    if (from === undefined) throw new IsletError('ISLET_ERR_LIMIT', 'no socket ids left on this worker; try again');
+    nextId = from;
+    lastId = from + ID_BLOCK - 1;
+    askedForIds = false;
+  }
+  if (!askedForIds && idBlocks.length === 0 && lastId - nextId < ID_BLOCK / 2) {
+    askedForIds = true;
+    send({ t: 'needIds' });
+  }
+  return nextId++;
+}
+
+function clientCount(tenant: string): number {
+  let count = 0;
+  for (const socket of sockets.values()) if (socket.tenant === tenant) count++;
+  return count;
+}
+
+const host: TenantHost = {
+  connect(tenant, uri, handler, engine) {
+    const engineName = engine === undefined || engine === null ? 'javascript' : engine;
+    if (typeof engineName !== 'string' || ![...ENGINES, ...ENGINE_ALIASES].includes(engineName)) {
+      throw new IsletError(
+        'ISLET_ERR_BAD_ENGINE',
+        `engine ${typeof engineName === 'string' ? `"${engineName.slice(0, 100)}"` : `of type ${typeof engineName}`} is not supported; use ${ENGINES.join(', ')} (Dirigible's ${ENGINE_ALIASES.join(', ')} are accepted as aliases) or omit it`,
+      );
+    }
+    if (typeof uri !== 'string') throw new IsletError('ISLET_ERR_BAD_URI', `uri must be a string, got ${typeof uri}`);
+    if (uri.length > MAX_URI_LENGTH) throw new IsletError('ISLET_ERR_BAD_URI', `uri is longer than ${MAX_URI_LENGTH} characters`);
+    let parsed: URL;
+    try {
+      parsed = new URL(uri);
+    } catch {
+      throw new IsletError('ISLET_ERR_BAD_URI', `uri "${uri}" is not a valid URL`);
+    }
+    if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
+      throw new IsletError('ISLET_ERR_BAD_URI', `uri "${uri}" must use ws: or wss:, not ${parsed.protocol}`);
+    }
+    const resolved = resolveHandler(root, handler, tenant.name);
+    if (clientCount(tenant.name) >= limits.maxClients) {
+      throw new IsletError('ISLET_ERR_LIMIT', `tenant "${tenant.name}" already has ${limits.maxClients} clients (limit maxClients)`);
+    }
+    const socket: SocketInfo = {
+      id: allocateId(),
+      tenant: tenant.name,
+      handler: resolved.id,
+      uri,
+      engine: engineName,
+      state: 'connecting',
+    };
+    sockets.set(socket.id, socket);
+    send({ t: 'connect', socket });
+    return socket.id;
+  },
+  notify(tenant) {
+    markDirty(tenant);
+  },
+  timerDue(tenant, id) {
+    queue(tenant, Event.Timer, id, '');
+  },
+};
+
+function tenantNamed(name: string): Tenant {
+  let tenant = tenants.get(name);
+  if (tenant === undefined) {
+    tenant = new Tenant(name, runtime, limits, host);
+    tenants.set(name, tenant);
+  }
+  return tenant;
+}
+
+function queue(tenant: Tenant, kind: number, id: number, text: string): void {
+  const batch = tenant.batch;
+  batch.push(kind, id, text);
+  markDirty(tenant);
+}
+
+function markDirty(tenant: Tenant): void {
+  dirty.add(tenant);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+}
+
+/** Once per turn: one call into each tenant that has events or output. */
+function flush(): void {
+  flushScheduled = false;
+  for (const tenant of dirty) {
+    dirty.delete(tenant);
+    if (tenants.get(tenant.name) !== tenant) continue;
+    let output: Batch;
+    try {
+      output = tenant.batch.length > 0 ? tenant.dispatch() : tenant.drain();
+    } catch (error) {
+      failedCall(tenant, error);
+      continue;
+    }
+    forward(tenant, output);
+    settleRuns(tenant.name);
+  }
+}
+
+/** A call into the isolate threw: it timed out, or the isolate is gone. */
+function failedCall(tenant: Tenant, error: unknown): void {
+  const message = error instanceof Error ? error.message : String(error);
+  let text: string;
+  if (tenant.isolate.isDisposed) {
+    text = `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event`;
+    tenants.delete(tenant.name);
+    tenant.dispose();
+  } else if (/timed out/i.test(message)) {
+    text = `ISLET_ERR_TIMEOUT: tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs); the events of that call were dropped`;
+    try {
+      forward(tenant, tenant.drain());
+    } catch {
+      // Nothing more to save.
+    }
+  } else {
+    text = `tenant "${tenant.name}": ${message}`;
+  }
+  uncaught(tenant.name, 0, text);
+  settleRuns(tenant.name);
+}
+
+/** Checks and forwards what came out of an isolate. */
+function forward(tenant: Tenant, output: Batch): void {
+  for (let i = 0; i + 2 < output.length; i += 3) {
+    const op = output[i];
+    const id = output[i + 1];
+    const text = output[i + 2];
+    if (typeof op !== 'number' || typeof id !== 'number' || typeof text !== 'string') continue;
+    switch (op) {
+      case Op.Send: {
+        if (sockets.get(id)?.tenant !== tenant.name) break;
+        const bytes = Buffer.from(text, 'utf8');
+        if (bytes.length > limits.maxMessageBytes) {
+          uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${bytes.length} bytes not sent (limit maxMessageBytes ${limits.maxMessageBytes})`);
+          break;
+        }
+        writer.text(FrameKind.TextOut, id, bytes);
+        break;
+      }
+      case Op.Close: {
+        const socket = sockets.get(id);
+        if (socket?.tenant !== tenant.name) break;
+        socket.state = 'closing';
+        send({ t: 'close', id, tenant: tenant.name });
+        break;
+      }
+      case Op.Log:
+        send({ t: 'log', tenant: tenant.name, level: LEVELS[id] ?? 'log', text });
+        break;
+      case Op.Error:
+        uncaught(tenant.name, id, text);
+        break;
+    }
+  }
+}
+
+/** An error nothing caught fails the run it came from, else every pending run, else is reported. */
+function uncaught(tenant: string, run: number, error: string): void {
+  const pending = runs.get(tenant);
+  if (run !== 0 && pending?.delete(run)) {
+    send({ t: 'runDone', run, error });
+    return;
+  }
+  if (pending !== undefined && pending.size > 0) {
+    for (const id of pending) send({ t: 'runDone', run: id, error });
+    pending.clear();
+    return;
+  }
+  send({ t: 'tenantError', tenant, error });
+}
+
+/** A run is done when its tenant has no timers and no clients left. */
+function settleRuns(name: string): void {
+  const pending = runs.get(name);
+  if (pending === undefined || pending.size === 0) return;
+  const tenant = tenants.get(name);
+  if (tenant !== undefined && (tenant.pendingTimers > 0 || clientCount(name) > 0)) return;
+  for (const run of pending) send({ t: 'runDone', run });
+  pending.clear();
+}
+
+function onControl(message: HostToWorker): void {
+  switch (message.t) {
+    case 'init':
+      runtime = message.runtime;
+      root = message.root;
+      limits = message.limits;
+      idBlocks.push(message.ids);
+      send({ t: 'ready' });
+      break;
+    case 'ids':
+      idBlocks.push(message.from);
+      break;
+    case 'module': {
+      const tenant = tenantNamed(message.tenant);
+      try {
+        tenant.define(message.module);
+      } catch (error) {
+        tenant.defineFailed(message.module.name);
+        uncaught(message.tenant, 0, `ISLET_ERR_HANDLER_FAILED: ${message.module.name}: ${(error as Error).message}`);
+      }
+      break;
+    }
+    case 'moduleFailed':
+      tenantNamed(message.tenant).defineFailed(message.handler);
+      break;
+    case 'run': {
+      let tenant: Tenant;
+      try {
+        tenant = tenantNamed(message.tenant);
+        let pending = runs.get(message.tenant);
+        if (pending === undefined) runs.set(message.tenant, (pending = new Set()));
+        pending.add(message.run);
+        tenant.define(message.script);
+      } catch (error) {
+        uncaught(message.tenant, message.run, (error as Error).stack ?? String(error));
+        break;
+      }
+      queue(tenant, Event.Run, message.run, message.script.name);
+      break;
+    }
+    case 'adopt': {
+      const byTenant = new Map<string, string[]>();
+      for (const socket of message.sockets) {
+        sockets.set(socket.id, socket);
+        let list = byTenant.get(socket.tenant);
+        if (list === undefined) byTenant.set(socket.tenant, (list = []));
+        list.push(String(socket.id), socket.uri, socket.handler, socket.engine, socket.state);
+      }
+      for (const [name, list] of byTenant) tenantNamed(name).adopt(list);
+      break;
+    }
+    case 'event': {
+      const socket = sockets.get(message.id);
+      if (socket === undefined) break;
+      const tenant = tenantNamed(socket.tenant);
+      if (message.event === 'open') {
+        socket.state = 'open';
+        queue(tenant, Event.Open, message.id, '');
+      } else if (message.event === 'error') {
+        queue(tenant, Event.Error, message.id, message.text ?? '');
+      } else {
+        // Once closed the socket is no longer the tenant's: output to it is dropped.
+        sockets.delete(message.id);
+        queue(tenant, Event.Close, message.id, '');
+      }
+      break;
+    }
+  }
+}
+
+const reader = new FrameReader((kind, id, payload) => {
+  if (kind === FrameKind.Control) {
+    onControl(JSON.parse(payload.toString('utf8')) as HostToWorker);
+    return;
+  }
+  if (kind === FrameKind.TextIn) {
+    const socket = sockets.get(id);
+    if (socket === undefined) return;
+    queue(tenantNamed(socket.tenant), Event.Message, id, payload.toString('utf8'));
+  }
+});
+
+channel.on('data', (chunk: Buffer) => reader.push(chunk));
+// The host is gone: nothing left to serve.
+channel.on('close', () => process.exit(0));
+channel.on('error', () => process.exit(0));

@@ -1,0 +1,96 @@
+// The islet command line: `islet run <script>` (and `islet --help`).
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Engine, IsletError, type TenantLog } from './index.js';
+
+const HELP = `islet: run untrusted tenant scripts that speak Eclipse Dirigible's
+net/v4/websockets API, each project in its own V8 isolate.
+
+Usage:
+  islet run <script> [--root DIR] [--workers N]
+      Runs a tenant script (JavaScript or TypeScript) in the isolate of its
+      project: the first folder of its path under the projects root. Prints
+      the script's console output as "[project] line" (warn and error on
+      stderr). Exits 0 once the script, its clients and its timers are all
+      done; on an uncaught error prints the trace, mapped to the script's own
+      lines, and exits 1.
+
+Options:
+  --root DIR      projects root; handler ids "project/path/name" resolve to
+                  DIR/project/path/name(.js|.ts|.mjs). Default: the current folder.
+                  The script must lie inside it.
+  --workers N     sandbox worker processes. Default: 1.
+  -h, --help      this text.
+`;
+
+function usage(message: string): never {
+  process.stderr.write(`islet: ${message}\n\n${HELP}`);
+  process.exit(2);
+}
+
+function printLog({ tenant, level, text }: TenantLog): void {
+  const stream = level === 'warn' || level === 'error' ? process.stderr : process.stdout;
+  stream.write(`[${tenant}] ${text}\n`);
+}
+
+function watch(engine: Engine): void {
+  engine.on('log', printLog);
+  engine.on('tenantError', ({ tenant, error }) => process.stderr.write(`[${tenant}] ${error}\n`));
+  engine.on('workerExit', ({ worker, pid, code, signal }) => {
+    const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
+    process.stderr.write(`islet: sandbox worker ${worker} (pid ${pid}) died (${how}); restarting it\n`);
+  });
+  engine.on('workerRestart', ({ worker, pid }) => process.stderr.write(`islet: sandbox worker ${worker} restarted (pid ${pid})\n`));
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { root: { type: 'string' }, workers: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) usage('run takes exactly one script');
+  const workers = values.workers === undefined ? undefined : Number(values.workers);
+  const engine = new Engine({ root: values.root ?? process.cwd(), workers });
+  watch(engine);
+  const stop = (): void => void engine.close().then(() => process.exit(130));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  let status = 0;
+  try {
+    await engine.start();
+    await engine.run(path.resolve(positionals[0]!));
+  } catch (error) {
+    process.stderr.write(`${error instanceof IsletError || !(error instanceof Error) ? String((error as Error).message ?? error) : error.stack}\n`);
+    status = 1;
+  }
+  await engine.close();
+  return status;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(HELP);
+    return command === undefined ? 2 : 0;
+  }
+  try {
+    if (command === 'run') return await run(rest);
+  } catch (error) {
+    if (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')) usage(error.message);
+    throw error;
+  }
+  usage(`unknown command "${command}"`);
+}
+
+main(process.argv.slice(2)).then(
+  (status) => process.exit(status),
+  (error: unknown) => {
+    process.stderr.write(`islet: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  },
+);

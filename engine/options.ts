@@ -1,0 +1,76 @@
+// Engine options: every default in one place, validated once, in the
+// Engine's constructor.
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { IsletError } from '../bridge/errors.js';
+import type { TenantLimits } from '../bridge/protocol.js';
+
+export interface EngineOptions {
+  /** Projects root: each folder in it is a project (a tenant). Default: the current folder. */
+  root?: string;
+  /** Sandbox worker processes holding the tenant isolates. Default: 1. */
+  workers?: number;
+  /** Per-tenant limits; see `DEFAULT_LIMITS`. */
+  limits?: Partial<TenantLimits>;
+  /** Time an outbound client may take to finish its handshake, in ms. Default: 10000. */
+  handshakeTimeoutMs?: number;
+}
+
+export const DEFAULT_LIMITS: TenantLimits = {
+  memoryMiB: 64,
+  callTimeoutMs: 1000,
+  maxMessageBytes: 1024 * 1024,
+  maxClients: 100,
+  maxTimers: 1000,
+};
+
+export interface ResolvedOptions {
+  root: string;
+  workers: number;
+  limits: TenantLimits;
+  handshakeTimeoutMs: number;
+}
+
+const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
+  memoryMiB: [8, 16384],
+  callTimeoutMs: [1, 3_600_000],
+  maxMessageBytes: [1, 256 * 1024 * 1024],
+  maxClients: [0, 1_000_000],
+  maxTimers: [0, 10_000_000],
+};
+
+function integer(name: string, value: unknown, [min, max]: [number, number]): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new IsletError('ISLET_ERR_BAD_OPTION', `${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
+
+export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new IsletError('ISLET_ERR_BAD_OPTION', 'options must be an object');
+  }
+  const root = path.resolve(options.root ?? process.cwd());
+  let isDir = false;
+  try {
+    isDir = statSync(root).isDirectory();
+  } catch {
+    // reported below
+  }
+  if (!isDir) throw new IsletError('ISLET_ERR_BAD_OPTION', `root ${root} is not a folder`);
+  const limits = { ...DEFAULT_LIMITS };
+  for (const [key, value] of Object.entries(options.limits ?? {})) {
+    if (!Object.hasOwn(LIMIT_RANGES, key)) {
+      throw new IsletError('ISLET_ERR_BAD_OPTION', `limits.${key} is not a limit; known: ${Object.keys(LIMIT_RANGES).join(', ')}`);
+    }
+    if (value === undefined) continue;
+    const name = key as keyof TenantLimits;
+    limits[name] = integer(`limits.${name}`, value, LIMIT_RANGES[name]);
+  }
+  return {
+    root,
+    workers: integer('workers', options.workers ?? 1, [1, 64]),
+    limits,
+    handshakeTimeoutMs: integer('handshakeTimeoutMs', options.handshakeTimeoutMs ?? 10_000, [1, 600_000]),
+  };
+}

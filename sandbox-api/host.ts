@@ -1,0 +1,122 @@
+// The sandbox's side of the boundary. The worker installs a few bootstrap
+// globals (the list is in bridge/tenant.ts, `installBridge`); this module
+// captures them before any tenant code runs, and runtime.ts deletes them.
+// Everything that leaves the isolate goes through the outbox below: a flat
+// array of primitives built here, never a tenant's own object.
+
+declare const __isletConfig: string;
+declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number;
+declare const __isletSetTimer: (id: number, ms: number, repeat: boolean) => void;
+declare const __isletClearTimer: (id: number) => void;
+declare const __isletNotify: () => void;
+
+export interface SandboxConfig {
+  tenant: string;
+  maxMessageBytes: number;
+}
+
+export const config: SandboxConfig = JSON.parse(__isletConfig);
+export const hostConnect = __isletConnect;
+export const hostSetTimer = __isletSetTimer;
+export const hostClearTimer = __isletClearTimer;
+const hostNotify = __isletNotify;
+
+/** What the outbox carries; the worker reads triples `[op, id, text]`. */
+export const Op = {
+  Send: 0,
+  Close: 1,
+  Log: 2,
+  /** An error nothing caught: id is the run it failed, or 0. */
+  Error: 3,
+} as const;
+
+// Captured now: tenant code may replace globals and prototypes later, and
+// that must not change what the runtime does.
+export const ErrorCtor = Error;
+export const TypeErrorCtor = TypeError;
+export const RangeErrorCtor = RangeError;
+export const StringCtor = String;
+export const MapCtor = Map;
+export const freeze = Object.freeze;
+export const jsonStringify = JSON.stringify;
+export const promiseResolve = Promise.resolve.bind(Promise);
+const promiseThen = Promise.prototype.then;
+export function then(value: PromiseLike<unknown>, onRejected: (e: unknown) => void): void {
+  try {
+    promiseThen.call(value, undefined, onRejected);
+  } catch {
+    // A thenable whose then throws is the tenant's own business.
+  }
+}
+
+let outbox: (number | string)[] = [];
+let size = 0;
+let busy = false;
+let notified = false;
+
+/** Queues one operation for the worker. */
+export function emit(op: number, id: number, text: string): void {
+  outbox[size++] = op;
+  outbox[size++] = id;
+  outbox[size++] = text;
+  // Outside a driver call (a microtask that ran after it returned), the worker
+  // does not know there is output: tell it once, it will call drain().
+  if (!busy && !notified) {
+    notified = true;
+    hostNotify();
+  }
+}
+
+/** Hands the queued operations to the worker. */
+export function takeOutbox(): (number | string)[] {
+  const taken = outbox;
+  outbox = [];
+  size = 0;
+  notified = false;
+  return taken;
+}
+
+export function setBusy(value: boolean): void {
+  busy = value;
+}
+
+/** Text of an error for logs and traces, whatever a tenant threw. */
+export function errorText(error: unknown): string {
+  try {
+    if (error instanceof ErrorCtor) {
+      const stack = error.stack;
+      return typeof stack === 'string' ? stack : StringCtor(error.message);
+    }
+    return 'Uncaught ' + StringCtor(error);
+  } catch {
+    return 'Uncaught exception (it could not be turned into text)';
+  }
+}
+
+/** The message of an error, as Dirigible hands it to `onError`. */
+export function errorMessage(error: unknown): string {
+  try {
+    if (error instanceof ErrorCtor) return StringCtor(error.message);
+    return StringCtor(error);
+  } catch {
+    return 'exception (it could not be turned into text)';
+  }
+}
+
+/** UTF-8 length of a string, computed only when it could exceed `limit`. */
+export function exceedsBytes(text: string, limit: number): boolean {
+  if (text.length > limit) return true;
+  if (text.length * 3 <= limit) return false;
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+    if (bytes > limit) return true;
+  }
+  return false;
+}

@@ -1,0 +1,62 @@
+// Timers for tenant code. The callbacks stay here; the worker keeps the
+// clock (so it knows when a tenant is idle) and sends a Timer event when one
+// is due. Microtasks are V8's own; queueMicrotask is built on a promise.
+import { MapCtor, Op, TypeErrorCtor, emit, errorText, hostClearTimer, hostSetTimer, promiseResolve } from './host.js';
+
+interface Timer {
+  fn: (...args: unknown[]) => void;
+  args: unknown[];
+  repeat: boolean;
+}
+
+const timers = new MapCtor<number, Timer>();
+let lastId = 0;
+
+function start(repeat: boolean, fn: unknown, ms: unknown, args: unknown[]): number {
+  if (typeof fn !== 'function') {
+    throw new TypeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: ${repeat ? 'setInterval' : 'setTimeout'} takes a function, got ${typeof fn}`);
+  }
+  const delay = Number(ms);
+  const id = ++lastId;
+  // The worker clamps the delay and refuses a timer over the tenant's limit.
+  hostSetTimer(id, delay >= 0 ? delay : 0, repeat);
+  timers.set(id, { fn: fn as Timer['fn'], args, repeat });
+  return id;
+}
+
+function clear(id: unknown): void {
+  const key = Number(id);
+  if (!timers.has(key)) return;
+  timers.delete(key);
+  hostClearTimer(key);
+}
+
+/** Runs a due timer; the worker has already forgotten a one-shot one. */
+export function fireTimer(id: number): void {
+  const timer = timers.get(id);
+  if (timer === undefined) return;
+  if (!timer.repeat) timers.delete(id);
+  try {
+    timer.fn(...timer.args);
+  } catch (error) {
+    emit(Op.Error, 0, errorText(error));
+  }
+}
+
+export function installTimers(global: typeof globalThis): void {
+  const g = global as unknown as Record<string, unknown>;
+  g.setTimeout = (fn: unknown, ms?: unknown, ...args: unknown[]) => start(false, fn, ms, args);
+  g.setInterval = (fn: unknown, ms?: unknown, ...args: unknown[]) => start(true, fn, ms, args);
+  g.clearTimeout = clear;
+  g.clearInterval = clear;
+  g.queueMicrotask = (fn: unknown): void => {
+    if (typeof fn !== 'function') throw new TypeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: queueMicrotask takes a function, got ${typeof fn}`);
+    promiseResolve().then(() => {
+      try {
+        (fn as () => void)();
+      } catch (error) {
+        emit(Op.Error, 0, errorText(error));
+      }
+    });
+  };
+}
