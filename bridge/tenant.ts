@@ -8,7 +8,7 @@ import type { BundledCode, TenantLimits } from './protocol.js';
 /** Event kinds of a dispatch batch; mirrors `Event` in sandbox-api/runtime.ts. */
 export const Event = { Open: 0, Message: 1, Error: 2, Close: 3, Timer: 4, Run: 5 } as const;
 /** Output operations; mirrors `Op` in sandbox-api/host.ts. */
-export const Op = { Send: 0, Close: 1, Log: 2, Error: 3 } as const;
+export const Op = { Send: 0, Close: 1, Log: 2, Error: 3, HandlerError: 4 } as const;
 
 export type Batch = (number | string)[];
 

@@ -206,6 +206,9 @@ function forward(tenant: Tenant, output: Batch): void {
       case Op.Error:
         uncaught(tenant.name, id, text);
         break;
+      case Op.HandlerError:
+        send({ t: 'tenantError', tenant: tenant.name, error: text });
+        break;
     }
   }
 }

@@ -101,7 +101,9 @@ export class Bundler {
 
   /** Rewrites isolate stack frames into the tenant's own files and lines. */
   mapStack(text: string): string {
-    return text.replace(FRAME, (frame, hash: string, line: string, column: string) => {
+    // Frames of the sandbox runtime say nothing to a tenant: drop them.
+    const own = text.split('\n').filter((line) => !line.includes('islet:runtime:')).join('\n');
+    return own.replace(FRAME, (frame, hash: string, line: string, column: string) => {
       const entry = this.maps.get(hash)?.findEntry(Number(line) - 1, Number(column) - 1);
       if (entry === undefined || !('originalSource' in entry)) return frame;
       return `${entry.originalSource}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;

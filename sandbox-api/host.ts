@@ -26,8 +26,10 @@ export const Op = {
   Send: 0,
   Close: 1,
   Log: 2,
-  /** An error nothing caught: id is the run it failed, or 0. */
+  /** An error nothing caught: id is the run it failed, or 0 (it fails the tenant's pending runs). */
   Error: 3,
+  /** A handler's exception that islet caught: reported, it fails nothing. */
+  HandlerError: 4,
 } as const;
 
 // Captured now: tenant code may replace globals and prototypes later, and

@@ -82,7 +82,7 @@ const exportNames: Record<Method, string> = {
 /**
  * Calls one handler export with its context set. Returns what it returned.
  * An exception from onMessage goes to onError, as in Dirigible; one from any
- * other export is reported as uncaught.
+ * other export is reported, and the tenant carries on.
  */
 function callHandler(handler: string, method: Method, session: string, payload: string | null): void {
   const exports = handlerExports(handler);
@@ -98,7 +98,7 @@ function callHandler(handler: string, method: Method, session: string, payload: 
   };
   const failed = (error: unknown): void => {
     if (method === 'onmessage') callHandler(handler, 'onerror', session, errorMessage(error));
-    else emit(Op.Error, 0, errorText(error));
+    else emit(Op.HandlerError, 0, errorText(error));
   };
   let result: unknown;
   try {

@@ -1,0 +1,91 @@
+import { expect } from 'chai';
+import path from 'node:path';
+import { echoPeer, makeRoot, runCli, seedProject } from '../helpers.js';
+
+describe('islet run', () => {
+  it('islet run: the seed client and handler print their lines in order and exit 0', async () => {
+    const peer = await echoPeer();
+    try {
+      const root = makeRoot(seedProject(peer.url));
+      const result = await runCli(['run', 'my-project/client.js'], { cwd: root });
+      expect(result.code, result.stderr).to.equal(0);
+      const lines = (result.stdout + result.stderr).split('\n');
+      const order = [
+        `[my-project] Connect to: ${peer.url}`,
+        '[my-project] Connection openned.',
+        '[my-project] Message received: hello',
+        '[my-project] Connection closed.',
+      ].map((line) => lines.indexOf(line));
+      expect(order.every((at) => at >= 0), result.stdout + result.stderr).to.equal(true);
+      // stdout and stderr are separate pipes; the warn line is on stderr.
+      expect(result.stderr).to.contain('[my-project] Connection closed.');
+      expect(order.slice(0, 3)).to.deep.equal([...order.slice(0, 3)].sort((a, b) => a - b));
+      expect(peer.received).to.deep.equal(['hello']);
+    } finally {
+      await peer.close();
+    }
+  });
+
+  it('islet run: --root names the projects root and the script path is taken from the current folder', async () => {
+    const root = makeRoot({ 'p/hello.ts': 'const n: number = 41;\nconsole.log("answer", n + 1);\n' });
+    const result = await runCli(['run', path.join(root, 'p/hello.ts'), '--root', root]);
+    expect(result.code, result.stderr).to.equal(0);
+    expect(result.stdout).to.equal('[p] answer 42\n');
+  });
+
+  it('islet run: an uncaught error prints a trace mapped to the script and exits 1', async () => {
+    const root = makeRoot({
+      'p/lib.ts': 'export function explode(what: string): never {\n  throw new Error("boom: " + what);\n}\n',
+      'p/main.ts': 'import { explode } from "./lib";\n\nfunction start() {\n  explode("main");\n}\nstart();\n',
+    });
+    const result = await runCli(['run', 'p/main.ts'], { cwd: root });
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('ISLET_ERR_UNCAUGHT: Error: boom: main');
+    expect(result.stderr).to.match(/at explode \(p\/lib\.ts:2:9\)/);
+    expect(result.stderr).to.match(/at start \(p\/main\.ts:4:3\)/);
+    expect(result.stderr).not.to.contain('islet-bundle:');
+  });
+
+  it('islet run: waits for timers before exiting', async () => {
+    const root = makeRoot({
+      'p/timers.js': 'let n = 0;\nconst t = setInterval(() => { console.log("tick", ++n); if (n === 3) clearInterval(t); }, 5);\nsetTimeout(() => console.log("late"), 50);\n',
+    });
+    const result = await runCli(['run', 'p/timers.js'], { cwd: root });
+    expect(result.code, result.stderr).to.equal(0);
+    expect(result.stdout).to.equal('[p] tick 1\n[p] tick 2\n[p] tick 3\n[p] late\n');
+  });
+
+  it('islet run: a script outside the root is refused', async () => {
+    const root = makeRoot({ 'p/a.js': '' });
+    const other = makeRoot({ 'q/b.js': 'console.log("ran")' });
+    const result = await runCli(['run', path.join(other, 'q/b.js'), '--root', root]);
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('ISLET_ERR_SCRIPT_NOT_FOUND');
+    expect(result.stderr).to.contain('lies outside the projects root');
+    expect(result.stdout).to.equal('');
+  });
+
+  it('islet run: a missing script is named', async () => {
+    const root = makeRoot({ 'p/a.js': '' });
+    const result = await runCli(['run', 'p/nope.js'], { cwd: root });
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('ISLET_ERR_SCRIPT_NOT_FOUND: script');
+    expect(result.stderr).to.contain('nope.js does not exist');
+  });
+
+  it('islet --help documents run and its options', async () => {
+    const result = await runCli(['--help']);
+    expect(result.code).to.equal(0);
+    expect(result.stdout).to.contain('islet run <script> [--root DIR]');
+    expect(result.stdout).to.contain('--workers N');
+  });
+
+  it('islet: an unknown command or option exits 2 with the usage', async () => {
+    const unknown = await runCli(['frobnicate']);
+    expect(unknown.code).to.equal(2);
+    expect(unknown.stderr).to.contain('unknown command "frobnicate"');
+    const badOption = await runCli(['run', 'x.js', '--nope']);
+    expect(badOption.code).to.equal(2);
+    expect(badOption.stderr).to.contain("Unknown option '--nope'");
+  });
+});

@@ -1,0 +1,162 @@
+// Real parts for tests: temporary project roots on disk, plain `ws` peers on
+// 127.0.0.1, engines with real worker processes, and the real CLI.
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { Engine, type EngineOptions, type TenantFailure, type TenantLog } from '../engine/index.js';
+
+export const REPO = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = path.join(REPO, 'bin', 'islet.js');
+
+const roots: string[] = [];
+
+/** A projects root holding `files` (paths relative to it). Removed after the test run. */
+export function makeRoot(files: Record<string, string>): string {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'islet-test-'));
+  roots.push(root);
+  writeFiles(root, files);
+  return root;
+}
+
+export function writeFiles(root: string, files: Record<string, string>): void {
+  for (const [name, text] of Object.entries(files)) {
+    const file = path.join(root, name);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, text);
+  }
+}
+
+after(() => {
+  for (const root of roots) rmSync(root, { recursive: true, force: true });
+});
+
+export interface Peer {
+  url: string;
+  server: WebSocketServer;
+  /** Every text message the peer received, in order. */
+  received: string[];
+  connections: WebSocket[];
+  close(): Promise<void>;
+}
+
+/** A plain `ws` server on 127.0.0.1 that echoes text (or runs `onConnection`). */
+export async function echoPeer(onConnection?: (ws: WebSocket) => void): Promise<Peer> {
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  const peer: Peer = {
+    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    server,
+    received: [],
+    connections: [],
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const ws of peer.connections) ws.terminate();
+        server.close(() => resolve());
+      }),
+  };
+  server.on('connection', (ws) => {
+    peer.connections.push(ws);
+    if (onConnection) return onConnection(ws);
+    ws.on('message', (data, isBinary) => {
+      if (!isBinary) peer.received.push(data.toString());
+      ws.send(data, { binary: isBinary });
+    });
+  });
+  return peer;
+}
+
+export interface TestEngine {
+  engine: Engine;
+  logs: TenantLog[];
+  errors: TenantFailure[];
+  /** Log lines of all tenants, text only, in order. */
+  lines(): string[];
+  /** Resolves once a log line satisfies `match`. */
+  waitForLine(match: (line: string) => boolean, timeoutMs?: number): Promise<string>;
+}
+
+/** A started engine over `root` that records its tenants' logs and errors; closed after each test. */
+export async function startEngine(root: string, options: EngineOptions = {}): Promise<TestEngine> {
+  const engine = new Engine({ ...options, root });
+  engines.push(engine);
+  const logs: TenantLog[] = [];
+  const errors: TenantFailure[] = [];
+  const waiters: (() => void)[] = [];
+  engine.on('log', (log) => {
+    logs.push(log);
+    for (const w of [...waiters]) w();
+  });
+  engine.on('tenantError', (e) => {
+    errors.push(e);
+    for (const w of [...waiters]) w();
+  });
+  await engine.start();
+  const lines = () => logs.map((l) => l.text);
+  return {
+    engine,
+    logs,
+    errors,
+    lines,
+    waitForLine: (match, timeoutMs = 10_000) =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          const found = lines().find(match);
+          if (found === undefined) return;
+          waiters.splice(waiters.indexOf(check), 1);
+          clearTimeout(timer);
+          resolve(found);
+        };
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(check), 1);
+          reject(new Error(`no matching log line within ${timeoutMs} ms; lines: ${JSON.stringify(lines())}`));
+        }, timeoutMs);
+        waiters.push(check);
+        check();
+      }),
+  };
+}
+
+const engines: Engine[] = [];
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((e) => e.close()));
+});
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real `islet` command; kills it after `timeoutMs`. */
+export function runCli(args: string[], options: { cwd?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { cwd: options.cwd ?? REPO });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The URI the example client script connects to. */
+export const EXAMPLE_URI = 'ws://127.0.0.1:8080/websockets/v4/service/echo';
+
+/** The example project (the seed page's client and handler), with the client's URI replaced. */
+export function seedProject(uri: string): Record<string, string> {
+  const dir = path.join(REPO, 'examples', 'my-project');
+  const client = readFileSync(path.join(dir, 'client.js'), 'utf8');
+  if (!client.includes(EXAMPLE_URI)) throw new Error('examples/my-project/client.js no longer uses EXAMPLE_URI');
+  return {
+    'my-project/client.js': client.replace(EXAMPLE_URI, uri),
+    'my-project/ws-handler.js': readFileSync(path.join(dir, 'ws-handler.js'), 'utf8'),
+  };
+}
