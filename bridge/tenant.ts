@@ -15,8 +15,6 @@ export type Batch = (number | string)[];
 /** What a tenant's host functions may ask of the worker. */
 export interface TenantHost {
   connect(tenant: Tenant, uri: unknown, handler: unknown, engine: unknown): number;
-  /** Output produced after a call returned (by microtasks) is waiting. */
-  notify(tenant: Tenant): void;
   /** A timer is due: queue a Timer event. */
   timerDue(tenant: Tenant, id: number): void;
 }
@@ -33,6 +31,8 @@ export class Tenant {
   private readonly timers = new Map<number, NodeJS.Timeout>();
   /** Events waiting for the next dispatch. */
   batch: Batch = [];
+  /** Set by the runtime's notify: output was queued after the driver returned. */
+  outputAfterCall = false;
 
   constructor(
     readonly name: string,
@@ -83,18 +83,26 @@ export class Tenant {
     this.adoptRef.applySync(undefined, [list], { arguments: { copy: true } });
   }
 
-  /** Runs the queued events in one call; returns the output triples. */
+  /**
+   * Runs the queued events in one call and returns the output triples,
+   * including what microtasks produced after the driver returned (V8 runs
+   * them at the end of the call; the runtime then says so through notify).
+   */
   dispatch(): Batch {
     const batch = this.batch;
     this.batch = [];
-    return this.dispatchRef.applySync(undefined, [batch], {
+    this.outputAfterCall = false;
+    const output = this.dispatchRef.applySync(undefined, [batch], {
       arguments: { copy: true },
       result: { copy: true },
       timeout: this.limits.callTimeoutMs,
     });
+    return this.outputAfterCall ? output.concat(this.drain()) : output;
   }
 
+  /** Takes output still queued in the isolate (after a call that was cut short). */
   drain(): Batch {
+    this.outputAfterCall = false;
     return this.drainRef.applySync(undefined, [], { result: { copy: true } });
   }
 
@@ -157,7 +165,12 @@ function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, l
     new ivm.Callback((id: unknown, ms: unknown, repeat: unknown) => tenant.setTimer(Number(id), Number(ms), repeat === true)),
   );
   global.setSync('__isletClearTimer', new ivm.Callback((id: unknown) => tenant.clearTimer(Number(id))));
-  global.setSync('__isletNotify', new ivm.Callback(() => host.notify(tenant), { ignored: true }));
+  global.setSync(
+    '__isletNotify',
+    new ivm.Callback(() => {
+      tenant.outputAfterCall = true;
+    }),
+  );
 }
 
 function removeBootstrapGlobals(context: ivm.Context): void {

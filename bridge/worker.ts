@@ -104,9 +104,6 @@ const host: TenantHost = {
     send({ t: 'connect', socket });
     return socket.id;
   },
-  notify(tenant) {
-    markDirty(tenant);
-  },
   timerDue(tenant, id) {
     queue(tenant, Event.Timer, id, '');
   },
@@ -122,12 +119,7 @@ function tenantNamed(name: string): Tenant {
 }
 
 function queue(tenant: Tenant, kind: number, id: number, text: string): void {
-  const batch = tenant.batch;
-  batch.push(kind, id, text);
-  markDirty(tenant);
-}
-
-function markDirty(tenant: Tenant): void {
+  tenant.batch.push(kind, id, text);
   dirty.add(tenant);
   if (!flushScheduled) {
     flushScheduled = true;
@@ -135,7 +127,7 @@ function markDirty(tenant: Tenant): void {
   }
 }
 
-/** Once per turn: one call into each tenant that has events or output. */
+/** Once per turn: one call into each tenant that has events. */
 function flush(): void {
   flushScheduled = false;
   for (const tenant of dirty) {
@@ -143,7 +135,7 @@ function flush(): void {
     if (tenants.get(tenant.name) !== tenant) continue;
     let output: Batch;
     try {
-      output = tenant.batch.length > 0 ? tenant.dispatch() : tenant.drain();
+      output = tenant.dispatch();
     } catch (error) {
       failedCall(tenant, error);
       continue;

@@ -216,9 +216,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       worker.sendFirst({ t: 'adopt', sockets });
     },
-    exit: (worker: SandboxWorker, code: number | null, signal: NodeJS.Signals | null): void => {
+    exit: (worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null): void => {
       if (this.state === 'closing' || this.state === 'closed') return;
-      const pid = worker.pid;
       this.emit('workerExit', { worker: worker.index, pid, code, signal });
       const how = signal !== null ? `signal ${signal}` : `code ${code}`;
       this.failRuns(

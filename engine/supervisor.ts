@@ -21,7 +21,7 @@ export interface WorkerListener {
   text(worker: SandboxWorker, id: number, payload: Buffer): void;
   /** The process is ready; send what it must know before anything queued. */
   ready(worker: SandboxWorker): void;
-  exit(worker: SandboxWorker, code: number | null, signal: NodeJS.Signals | null): void;
+  exit(worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null): void;
 }
 
 type Frame = (writer: FrameWriter) => void;
@@ -89,7 +89,7 @@ export class SandboxWorker {
       this.writer = null;
       this.isReady = false;
       this.modules.clear();
-      this.listener.exit(this, code, signal);
+      this.listener.exit(this, child.pid, code, signal);
     });
     writer.control(this.init());
     return whenReady;

@@ -61,8 +61,8 @@ export function emit(op: number, id: number, text: string): void {
   outbox[size++] = op;
   outbox[size++] = id;
   outbox[size++] = text;
-  // Outside a driver call (a microtask that ran after it returned), the worker
-  // does not know there is output: tell it once, it will call drain().
+  // Outside the driver (a microtask that ran after it returned) the worker
+  // has already taken the outbox: tell it once, and it calls drain().
   if (!busy && !notified) {
     notified = true;
     hostNotify();

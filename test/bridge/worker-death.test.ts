@@ -1,0 +1,71 @@
+import { expect } from 'chai';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { CLI, echoPeer, makeRoot, startEngine } from '../helpers.js';
+
+describe('sandbox worker death', () => {
+  it('worker death: SIGKILL fails the running script, the host restarts the worker and keeps client sockets open', async () => {
+    const peer = await echoPeer((ws) => ws.on('message', (data) => peer.received.push(data.toString())));
+    try {
+      const root = makeRoot({
+        'p/h.js': `
+          const ws = require("net/v4/websockets");
+          exports.onOpen = () => console.log("open");
+          exports.onMessage = (m, id) => { console.log("message " + m); ws.getClient(id).send("pong " + m); };
+        `,
+        'p/long.js': `require("net/v4/websockets").createWebsocket("${peer.url}", "p/h"); setTimeout(() => {}, 60000);`,
+        'p/after.js': `
+          const ws = require("net/v4/websockets");
+          console.log("clients after restart", JSON.stringify(ws.getClients().map((c) => [c.handler, c.state])));
+          ws.getClientByHandler("p/h").close();
+        `,
+      });
+      const t = await startEngine(root);
+      const running = t.engine.run('p/long.js');
+      await t.waitForLine((l) => l === 'open');
+      const [pid] = t.engine.workerPids;
+      const exited = once(t.engine, 'workerExit');
+      const restarted = once(t.engine, 'workerRestart');
+      process.kill(pid!, 'SIGKILL');
+      const error = await running.then(
+        () => null,
+        (e: Error) => e,
+      );
+      expect(error?.message).to.equal('ISLET_ERR_WORKER_DIED: sandbox worker 0 died (signal SIGKILL) while running a script; it is being restarted');
+      expect((await exited)[0]).to.deep.include({ worker: 0, pid, signal: 'SIGKILL' });
+      const [{ pid: newPid }] = (await restarted) as [{ pid: number }];
+      expect(newPid).to.be.a('number').and.not.equal(pid);
+      // The socket stayed open through the death; the new isolate adopted it.
+      expect(peer.connections).to.have.length(1);
+      peer.connections[0]!.send('after restart');
+      await t.waitForLine((l) => l === 'message after restart');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(peer.received).to.deep.equal(['pong after restart']);
+      await t.engine.run('p/after.js');
+      expect(t.lines()).to.include('clients after restart [["p/h","open"]]');
+    } finally {
+      await peer.close();
+    }
+  });
+
+  it('worker death: the CLI survives a SIGKILLed worker, says so, and exits 1 naming the death', async () => {
+    const root = makeRoot({ 'p/wait.js': 'console.log("started");\nsetTimeout(() => console.log("never"), 60000);\n' });
+    const child = spawn(process.execPath, [CLI, 'run', 'p/wait.js'], { cwd: root });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (stdout.includes('started')) resolve();
+      }),
+    );
+    const workerPid = Number(execFileSync('pgrep', ['-P', String(child.pid), '-f', 'bridge/worker.js']).toString().trim());
+    process.kill(workerPid, 'SIGKILL');
+    const [code] = (await once(child, 'close')) as [number];
+    expect(code).to.equal(1);
+    expect(stderr).to.contain(`islet: sandbox worker 0 (pid ${workerPid}) died (signal SIGKILL); restarting it`);
+    expect(stderr).to.contain('ISLET_ERR_WORKER_DIED: sandbox worker 0 died (signal SIGKILL) while running a script');
+    expect(stdout).to.equal('[p] started\n');
+  });
+});
