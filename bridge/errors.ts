@@ -35,6 +35,8 @@ export const ErrorCodes = {
   ISLET_ERR_CLIENT_CLOSED: 'client already closed',
   /** A call into an isolate ran past its time budget. */
   ISLET_ERR_TIMEOUT: 'tenant code ran past its time budget',
+  /** A tenant's isolate ran out of heap and was discarded. */
+  ISLET_ERR_MEMORY_LIMIT: 'tenant isolate over its heap limit',
   /** A tenant script threw, or rejected, and nothing caught it. */
   ISLET_ERR_UNCAUGHT: 'uncaught error in tenant code',
   /** A sandbox worker process died; the host restarts it. */

@@ -11,6 +11,7 @@ import {
   FrameReader,
   FrameWriter,
   ID_BLOCK,
+  type BundledCode,
   type HostToWorker,
   type LogLevel,
   type SocketInfo,
@@ -109,13 +110,48 @@ const host: TenantHost = {
   },
 };
 
+/** Handler bundles per tenant (null: failed), kept to define them again in a recreated isolate. */
+const modules = new Map<string, Map<string, BundledCode | null>>();
+
+/**
+ * The tenant's isolate, created on first use. A new isolate (first use, or
+ * after the old one was lost to its memory limit) gets the tenant's handler
+ * modules and adopts its open sockets before any event reaches it.
+ */
 function tenantNamed(name: string): Tenant {
   let tenant = tenants.get(name);
-  if (tenant === undefined) {
-    tenant = new Tenant(name, runtime, limits, host);
-    tenants.set(name, tenant);
-  }
+  if (tenant !== undefined) return tenant;
+  tenant = new Tenant(name, runtime, limits, host);
+  tenants.set(name, tenant);
+  for (const [moduleName, module] of modules.get(name) ?? []) defineModule(tenant, moduleName, module);
+  const own = [...sockets.values()].filter((socket) => socket.tenant === name);
+  if (own.length > 0) tenant.adopt(adoptList(own));
   return tenant;
+}
+
+function adoptList(list: SocketInfo[]): string[] {
+  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state]);
+}
+
+function defineModule(tenant: Tenant, name: string, module: BundledCode | null): void {
+  if (module === null) {
+    tenant.defineFailed(name);
+    return;
+  }
+  try {
+    tenant.define(module);
+  } catch (error) {
+    tenant.defineFailed(name);
+    uncaught(tenant.name, 0, `ISLET_ERR_HANDLER_FAILED: ${name}: ${(error as Error).message}`);
+  }
+}
+
+function storeModule(tenantName: string, name: string, module: BundledCode | null): void {
+  let own = modules.get(tenantName);
+  if (own === undefined) modules.set(tenantName, (own = new Map()));
+  own.set(name, module);
+  const tenant = tenants.get(tenantName);
+  if (tenant !== undefined) defineModule(tenant, name, module);
 }
 
 function queue(tenant: Tenant, kind: number, id: number, text: string): void {
@@ -150,7 +186,9 @@ function failedCall(tenant: Tenant, error: unknown): void {
   const message = error instanceof Error ? error.message : String(error);
   let text: string;
   if (tenant.isolate.isDisposed) {
-    text = `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event`;
+    text = /memory limit/i.test(message)
+      ? `ISLET_ERR_MEMORY_LIMIT: tenant "${tenant.name}" ran out of its ${limits.memoryMiB} MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event`
+      : `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event`;
     tenants.delete(tenant.name);
     tenant.dispose();
   } else if (/timed out/i.test(message)) {
@@ -242,18 +280,11 @@ function onControl(message: HostToWorker): void {
     case 'ids':
       idBlocks.push(message.from);
       break;
-    case 'module': {
-      const tenant = tenantNamed(message.tenant);
-      try {
-        tenant.define(message.module);
-      } catch (error) {
-        tenant.defineFailed(message.module.name);
-        uncaught(message.tenant, 0, `ISLET_ERR_HANDLER_FAILED: ${message.module.name}: ${(error as Error).message}`);
-      }
+    case 'module':
+      storeModule(message.tenant, message.module.name, message.module);
       break;
-    }
     case 'moduleFailed':
-      tenantNamed(message.tenant).defineFailed(message.handler);
+      storeModule(message.tenant, message.handler, null);
       break;
     case 'run': {
       let tenant: Tenant;
@@ -271,14 +302,12 @@ function onControl(message: HostToWorker): void {
       break;
     }
     case 'adopt': {
-      const byTenant = new Map<string, string[]>();
-      for (const socket of message.sockets) {
-        sockets.set(socket.id, socket);
-        let list = byTenant.get(socket.tenant);
-        if (list === undefined) byTenant.set(socket.tenant, (list = []));
-        list.push(String(socket.id), socket.uri, socket.handler, socket.engine, socket.state);
+      for (const socket of message.sockets) sockets.set(socket.id, socket);
+      // A tenant not created yet adopts its sockets when it is.
+      for (const [name, tenant] of tenants) {
+        const own = message.sockets.filter((socket) => socket.tenant === name);
+        if (own.length > 0) tenant.adopt(adoptList(own));
       }
-      for (const [name, list] of byTenant) tenantNamed(name).adopt(list);
       break;
     }
     case 'event': {
@@ -300,7 +329,7 @@ function onControl(message: HostToWorker): void {
   }
 }
 
-const reader = new FrameReader((kind, id, payload) => {
+function onFrame(kind: number, id: number, payload: Buffer): void {
   if (kind === FrameKind.Control) {
     onControl(JSON.parse(payload.toString('utf8')) as HostToWorker);
     return;
@@ -309,6 +338,16 @@ const reader = new FrameReader((kind, id, payload) => {
     const socket = sockets.get(id);
     if (socket === undefined) return;
     queue(tenantNamed(socket.tenant), Event.Message, id, payload.toString('utf8'));
+  }
+}
+
+const reader = new FrameReader((kind, id, payload) => {
+  try {
+    onFrame(kind, id, payload);
+  } catch (error) {
+    // One frame that cannot be served (an isolate that cannot be created)
+    // must not take the other tenants of this worker down with it.
+    send({ t: 'tenantError', tenant: '(worker)', error: (error as Error).stack ?? String(error) });
   }
 });
 

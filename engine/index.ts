@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { IsletError } from '../bridge/errors.js';
+import { type ErrorCode, ErrorCodes, IsletError } from '../bridge/errors.js';
 import { isInside, resolveHandler, tenantOf } from '../bridge/handler-ids.js';
 import { ID_BLOCK, type BundledCode, type LogLevel, type SocketInfo, type WorkerToHost } from '../bridge/protocol.js';
 import { Bundler, bundleRuntime } from './bundler.js';
@@ -52,6 +52,15 @@ interface PendingRun {
   script: string;
   resolve: () => void;
   reject: (error: Error) => void;
+}
+
+/** An error from a tenant: one islet raised keeps its code, anything else was uncaught. */
+function tenantError(text: string): IsletError {
+  const coded = /^(ISLET_ERR_[A-Z_]+): /.exec(text);
+  if (coded !== null && coded[1]! in ErrorCodes) {
+    return new IsletError(coded[1] as ErrorCode, text.slice(coded[0].length));
+  }
+  return new IsletError('ISLET_ERR_UNCAUGHT', text);
 }
 
 type State = 'new' | 'starting' | 'running' | 'closing' | 'closed';
@@ -254,7 +263,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         if (run === undefined) break;
         this.runs.delete(message.run);
         if (message.error === undefined) run.resolve();
-        else run.reject(new IsletError('ISLET_ERR_UNCAUGHT', this.bundler.mapStack(message.error)));
+        else run.reject(tenantError(this.bundler.mapStack(message.error)));
         break;
       }
     }
