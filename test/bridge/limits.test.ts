@@ -56,7 +56,7 @@ describe('tenant limits', () => {
 });
 
 describe('sandbox workers', () => {
-  it('workers: with workers 2, tenants are spread over two processes and each keeps its own', async () => {
+  it('workers: with workers 2, two worker processes start and tenants on them are served', async () => {
     const root = makeRoot({ 'a/x.js': 'console.log("a");', 'b/x.js': 'console.log("b");' });
     const t = await startEngine(root, { workers: 2 });
     const pids = t.engine.workerPids;
