@@ -17,6 +17,8 @@ export const ErrorCodes = {
   ISLET_ERR_HANDLER_NOT_FOUND: 'handler module not found',
   /** A handler module could not be bundled or evaluated. */
   ISLET_ERR_HANDLER_FAILED: 'handler module failed to load',
+  /** A `*.websocket` descriptor is invalid (names the file and the field). */
+  ISLET_ERR_DESCRIPTOR: 'invalid endpoint descriptor',
   /** A script path lies outside the projects root or does not exist. */
   ISLET_ERR_SCRIPT_NOT_FOUND: 'script not found inside the projects root',
   /** An import names a Node built-in, a package, or a path outside the project. */

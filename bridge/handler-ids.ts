@@ -8,6 +8,20 @@ import { existsSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { IsletError } from './errors.js';
 
+/** Engine names islet runs; Dirigible's executor names are accepted as aliases and run in V8 too. */
+export const ENGINES = ['javascript', 'v8', 'isolated-vm'] as const;
+export const ENGINE_ALIASES = ['rhino', 'nashorn', 'graalvm', 'graalium'] as const;
+
+/** The engine name to record, `javascript` when omitted; throws ISLET_ERR_BAD_ENGINE. */
+export function checkEngine(engine: unknown): string {
+  if (engine === undefined || engine === null) return 'javascript';
+  if (typeof engine === 'string' && (ENGINES as readonly string[]).concat(ENGINE_ALIASES).includes(engine)) return engine;
+  throw new IsletError(
+    'ISLET_ERR_BAD_ENGINE',
+    `engine ${typeof engine === 'string' ? `"${engine.slice(0, 100)}"` : `of type ${typeof engine}`} is not supported; use ${ENGINES.join(', ')} (Dirigible's ${ENGINE_ALIASES.join(', ')} are accepted as aliases) or omit it`,
+  );
+}
+
 export const HANDLER_EXTENSIONS = ['.js', '.ts', '.mjs'] as const;
 export const ROOT_TENANT = '.';
 const MAX_ID_LENGTH = 1024;

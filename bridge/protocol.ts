@@ -40,6 +40,8 @@ export interface SocketInfo {
   uri: string;
   engine: string;
   state: 'connecting' | 'open' | 'closing';
+  /** The endpoint a session came in on; '' for an outbound client. */
+  endpoint: string;
 }
 
 /** A bundled module or script, ready to evaluate in an isolate. */
@@ -58,6 +60,7 @@ export type HostToWorker =
   | { t: 'moduleFailed'; tenant: string; handler: string }
   | { t: 'run'; tenant: string; run: number; script: BundledCode }
   | { t: 'adopt'; sockets: SocketInfo[] }
+  | { t: 'accept'; socket: SocketInfo }
   | { t: 'event'; id: number; event: 'open' | 'error' | 'close'; text?: string };
 
 export type LogLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
@@ -66,7 +69,7 @@ export type WorkerToHost =
   | { t: 'ready' }
   | { t: 'needIds' }
   | { t: 'connect'; socket: SocketInfo }
-  | { t: 'close'; id: number; tenant: string }
+  | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }
   | { t: 'log'; tenant: string; level: LogLevel; text: string }
   | { t: 'runDone'; run: number; error?: string }
   | { t: 'tenantError'; tenant: string; error: string };

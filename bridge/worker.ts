@@ -5,7 +5,7 @@
 // (types, sizes, which tenant owns the socket) before it is forwarded.
 import net from 'node:net';
 import { IsletError } from './errors.js';
-import { resolveHandler } from './handler-ids.js';
+import { checkEngine, resolveHandler } from './handler-ids.js';
 import {
   FrameKind,
   FrameReader,
@@ -20,9 +20,6 @@ import {
 } from './protocol.js';
 import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
 
-const ENGINES = ['javascript', 'v8', 'isolated-vm'];
-/** Dirigible's executor names; islet runs them all in V8. */
-const ENGINE_ALIASES = ['rhino', 'nashorn', 'graalvm', 'graalium'];
 const MAX_URI_LENGTH = 4096;
 const LEVELS: LogLevel[] = ['log', 'info', 'warn', 'error', 'debug'];
 
@@ -65,19 +62,13 @@ function allocateId(): number {
 
 function clientCount(tenant: string): number {
   let count = 0;
-  for (const socket of sockets.values()) if (socket.tenant === tenant) count++;
+  for (const socket of sockets.values()) if (socket.tenant === tenant && socket.endpoint === '') count++;
   return count;
 }
 
 const host: TenantHost = {
   connect(tenant, uri, handler, engine) {
-    const engineName = engine === undefined || engine === null ? 'javascript' : engine;
-    if (typeof engineName !== 'string' || ![...ENGINES, ...ENGINE_ALIASES].includes(engineName)) {
-      throw new IsletError(
-        'ISLET_ERR_BAD_ENGINE',
-        `engine ${typeof engineName === 'string' ? `"${engineName.slice(0, 100)}"` : `of type ${typeof engineName}`} is not supported; use ${ENGINES.join(', ')} (Dirigible's ${ENGINE_ALIASES.join(', ')} are accepted as aliases) or omit it`,
-      );
-    }
+    const engineName = checkEngine(engine);
     if (typeof uri !== 'string') throw new IsletError('ISLET_ERR_BAD_URI', `uri must be a string, got ${typeof uri}`);
     if (uri.length > MAX_URI_LENGTH) throw new IsletError('ISLET_ERR_BAD_URI', `uri is longer than ${MAX_URI_LENGTH} characters`);
     let parsed: URL;
@@ -100,6 +91,7 @@ const host: TenantHost = {
       uri,
       engine: engineName,
       state: 'connecting',
+      endpoint: '',
     };
     sockets.set(socket.id, socket);
     send({ t: 'connect', socket });
@@ -130,7 +122,7 @@ function tenantNamed(name: string): Tenant {
 }
 
 function adoptList(list: SocketInfo[]): string[] {
-  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state]);
+  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state, socket.endpoint]);
 }
 
 function defineModule(tenant: Tenant, name: string, module: BundledCode | null): void {
@@ -227,7 +219,10 @@ function forward(tenant: Tenant, output: Batch): void {
         const socket = sockets.get(id);
         if (socket?.tenant !== tenant.name) break;
         socket.state = 'closing';
-        send({ t: 'close', id, tenant: tenant.name });
+        // "code:reason" from WebsocketSession.close(code, reason); '' for a plain close.
+        const colon = text.indexOf(':');
+        if (colon > 0) send({ t: 'close', id, tenant: tenant.name, code: Number(text.slice(0, colon)), reason: text.slice(colon + 1) });
+        else send({ t: 'close', id, tenant: tenant.name });
         break;
       }
       case Op.Log:
@@ -308,6 +303,12 @@ function onControl(message: HostToWorker): void {
         const own = message.sockets.filter((socket) => socket.tenant === name);
         if (own.length > 0) tenant.adopt(adoptList(own));
       }
+      break;
+    }
+    case 'accept': {
+      const socket = message.socket;
+      sockets.set(socket.id, socket);
+      queue(tenantNamed(socket.tenant), Event.Open, socket.id, `${socket.handler}\n${socket.endpoint}`);
       break;
     }
     case 'event': {

@@ -1,4 +1,4 @@
-// The islet command line: `islet run <script>` (and `islet --help`).
+// The islet command line: `islet run <script>`, `islet serve [ROOT]`, `islet --help`.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Engine, IsletError, type TenantLog } from './index.js';
@@ -15,11 +15,28 @@ Usage:
       done; on an uncaught error prints the trace, mapped to the script's own
       lines, and exits 1.
 
+  islet serve [ROOT] [--port 8080] [--host 127.0.0.1] [--workers N]
+              [--allow-origin ORIGIN]... [--max-message-bytes N]
+      Serves every *.websocket descriptor under ROOT (default: the current
+      folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
+      projects' pages at http://HOST:PORT/services/web/<project>/<path>.
+      Prints each endpoint's URL; reports bad descriptors with file and
+      field and serves the rest; reloads descriptors and handlers when files
+      change. Stops on SIGINT or SIGTERM, closing sessions with 1012.
+
 Options:
   --root DIR      projects root; handler ids "project/path/name" resolve to
                   DIR/project/path/name(.js|.ts|.mjs). Default: the current folder.
                   The script must lie inside it.
   --workers N     sandbox worker processes. Default: 1.
+  --port N        serve: port to listen on. Default: 8080.
+  --host HOST     serve: address to listen on. Default: 127.0.0.1.
+  --allow-origin ORIGIN
+                  serve: only pages of this origin may open sessions (repeat
+                  for more); others get 403. Default: any origin.
+  --max-message-bytes N
+                  largest text message in or out, in bytes (bigger frames close
+                  a session with 1009). Default: 1048576.
   -h, --help      this text.
 `;
 
@@ -72,6 +89,57 @@ async function run(args: string[]): Promise<number> {
   return status;
 }
 
+async function serve(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      root: { type: 'string' },
+      port: { type: 'string', default: '8080' },
+      host: { type: 'string', default: '127.0.0.1' },
+      workers: { type: 'string' },
+      'allow-origin': { type: 'string', multiple: true },
+      'max-message-bytes': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length > 1) usage('serve takes at most one ROOT');
+  const root = path.resolve(positionals[0] ?? values.root ?? process.cwd());
+  const maxMessageBytes = values['max-message-bytes'] === undefined ? undefined : Number(values['max-message-bytes']);
+  const engine = new Engine({
+    root,
+    workers: values.workers === undefined ? undefined : Number(values.workers),
+    allowedOrigins: values['allow-origin'] ?? null,
+    limits: { maxMessageBytes },
+  });
+  watch(engine);
+  const host = values.host;
+  const port = Number(values.port);
+  const base = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  let loaded = false;
+  engine.on('descriptorError', ({ error }) => process.stderr.write(`islet: ${error.message}\n`));
+  engine.on('endpoints', (endpoints) => {
+    process.stdout.write(loaded ? 'islet: reloaded; endpoints:\n' : `islet: serving ${root}\n`);
+    loaded = true;
+    for (const e of endpoints) process.stdout.write(`  ws://${base}/websockets/v4/service/${e.name}  (${e.file} → ${e.handler})\n`);
+    if (endpoints.length === 0) process.stdout.write('  (no endpoints: add a *.websocket descriptor to a project)\n');
+  });
+  await engine.start();
+  const server = await engine.listen(port, host);
+  process.stdout.write(`islet: listening on http://${base}/ (pages at /services/web/<project>/<path>)\n`);
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+    server.once('close', () => resolve());
+  });
+  await engine.close();
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
@@ -80,6 +148,7 @@ async function main(argv: string[]): Promise<number> {
   }
   try {
     if (command === 'run') return await run(rest);
+    if (command === 'serve') return await serve(rest);
   } catch (error) {
     if (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')) usage(error.message);
     throw error;

@@ -3,19 +3,25 @@
 // (DESIGN.md). An Engine bundles tenant code, places each tenant on a worker,
 // and carries events and output between sockets and tenants.
 import { EventEmitter } from 'node:events';
-import { existsSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, type FSWatcher, realpathSync, statSync, watch } from 'node:fs';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
 import { type ErrorCode, ErrorCodes, IsletError } from '../bridge/errors.js';
 import { isInside, resolveHandler, tenantOf } from '../bridge/handler-ids.js';
 import { ID_BLOCK, type BundledCode, type LogLevel, type SocketInfo, type WorkerToHost } from '../bridge/protocol.js';
 import { Bundler, bundleRuntime } from './bundler.js';
-import { OutboundClients } from './clients.js';
 import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import { type DescriptorProblem, type Endpoint, scanProjects } from './projects.js';
+import { handlerFileMatcher, refuseUpgrade, SERVICE_PREFIX, serveStatic } from './server.js';
+import { Sockets } from './sockets.js';
 import { SandboxWorker } from './supervisor.js';
 
 export { IsletError, ErrorCodes, type ErrorCode } from '../bridge/errors.js';
 export { DEFAULT_LIMITS, type EngineOptions } from './options.js';
 export type { TenantLimits, LogLevel } from '../bridge/protocol.js';
+export type { Endpoint, DescriptorProblem } from './projects.js';
 
 export interface TenantLog {
   tenant: string;
@@ -45,6 +51,10 @@ export interface EngineEvents {
   workerExit: [WorkerExit];
   /** A sandbox worker is back after dying. */
   workerRestart: [{ worker: number; pid: number | undefined }];
+  /** A `*.websocket` descriptor is invalid; the other endpoints are served. */
+  descriptorError: [DescriptorProblem];
+  /** The endpoints served, after each (re)load of the projects root. */
+  endpoints: [Endpoint[]];
 }
 
 interface PendingRun {
@@ -63,13 +73,27 @@ function tenantError(text: string): IsletError {
   return new IsletError('ISLET_ERR_UNCAUGHT', text);
 }
 
+/** Module names of scripts (each run defines its script again), apart from handler ids. */
+const SCRIPT_PREFIX = 'script:';
+/** How long the watcher waits for a burst of file changes to end. */
+const RELOAD_DEBOUNCE_MS = 50;
+
 type State = 'new' | 'starting' | 'running' | 'closing' | 'closed';
 
 export class Engine extends EventEmitter<EngineEvents> {
   readonly options: ResolvedOptions;
   private readonly bundler: Bundler;
   private readonly workers: SandboxWorker[] = [];
-  private readonly clients: OutboundClients;
+  private readonly sockets: Sockets;
+  /** Endpoints by name; loaded when the engine first serves. */
+  private readonly served = new Map<string, Endpoint>();
+  /** Endpoint handler bundles, kept until the watcher sees a change. */
+  private readonly handlerBundles = new Map<string, Promise<BundledCode>>();
+  private wss: WebSocketServer | null = null;
+  private watcher: FSWatcher | null = null;
+  private reloadTimer: NodeJS.Timeout | null = null;
+  private readonly servers = new Set<http.Server>();
+  private hostIds = { next: 0, end: 0 };
   private readonly runs = new Map<number, PendingRun>();
   private runtime = '';
   private nextRun = 1;
@@ -81,7 +105,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     super();
     this.options = resolveOptions(options);
     this.bundler = new Bundler(this.options.root);
-    this.clients = new OutboundClients({
+    this.sockets = new Sockets({
       loadHandler: (worker, info) => this.loadHandler(worker, info),
       handlerFailed: (worker, info, error) => {
         worker.send({ t: 'moduleFailed', tenant: info.tenant, handler: info.handler });
@@ -127,7 +151,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.assertRunning();
     const relative = this.scriptPath(script);
     const tenant = tenantOf(relative);
-    const bundle = await this.bundler.bundle(relative, `script:${relative}`);
+    const bundle = await this.bundler.bundle(relative, SCRIPT_PREFIX + relative);
     this.assertRunning();
     const worker = this.workerFor(tenant);
     const run = this.nextRun++;
@@ -144,9 +168,196 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.state = 'closing';
     if (wasStarting !== null) await wasStarting.catch(() => {});
     this.failRuns(() => true, new IsletError('ISLET_ERR_ENGINE_CLOSED', 'the engine closed while the script ran'));
-    await this.clients.closeAll();
+    this.watcher?.close();
+    if (this.reloadTimer !== null) clearTimeout(this.reloadTimer);
+    const servers = [...this.servers].map((server) => new Promise((resolve) => server.close(resolve)));
+    await this.sockets.closeAll();
+    await Promise.all(servers);
     await Promise.all(this.workers.map((w) => w.stop()));
     this.state = 'closed';
+  }
+
+  /** The endpoints served, from the `*.websocket` descriptors under the root. */
+  endpoints(): Endpoint[] {
+    this.serve();
+    return [...this.served.values()];
+  }
+
+  /**
+   * Serves the endpoints on an existing Node HTTP server (an Express or
+   * Fastify app's): upgrades under /websockets/v4/service/ are islet's, every
+   * other path and request is left to the server's own listeners. Static
+   * project pages are opt-in there, through `handleRequest`.
+   */
+  attach(server: http.Server): void {
+    this.assertRunning();
+    this.serve();
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.handleUpgrade(req, socket, head);
+    });
+  }
+
+  /**
+   * Serves the endpoints and the projects' static pages on a new HTTP server
+   * (what `islet serve` does). Any other path gets 404.
+   */
+  async listen(port = 8080, host = '127.0.0.1'): Promise<http.Server> {
+    this.assertRunning();
+    this.serve();
+    const server = http.createServer((req, res) => {
+      if (!this.handleRequest(req, res)) {
+        res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
+        res.end('not found\n');
+      }
+    });
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (!this.handleUpgrade(req, socket, head)) refuseUpgrade(socket, 404, 'no WebSocket service at this path');
+    });
+    this.servers.add(server);
+    server.once('close', () => this.servers.delete(server));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return server;
+  }
+
+  /** Takes an upgrade under /websockets/v4/service/; returns false for any other path. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    const pathname = new URL(req.url ?? '/', 'http://islet').pathname;
+    if (!pathname.startsWith(SERVICE_PREFIX)) return false;
+    socket.on('error', () => {}); // a peer that resets mid-upgrade is its own loss
+    if (this.state !== 'running') {
+      refuseUpgrade(socket, 503, 'islet is not running');
+      return true;
+    }
+    this.serve();
+    let name: string;
+    try {
+      name = decodeURIComponent(pathname.slice(SERVICE_PREFIX.length));
+    } catch {
+      name = '';
+    }
+    const endpoint = this.served.get(name);
+    if (endpoint === undefined) {
+      // Dirigible accepted unknown endpoints silently; a client deserves to know.
+      refuseUpgrade(socket, 404, `no endpoint "${name.slice(0, 200)}"`);
+      return true;
+    }
+    const origins = this.options.allowedOrigins;
+    if (origins !== null && !origins.includes(req.headers.origin ?? '')) {
+      // Cross-site WebSocket hijacking: a page of another origin riding on the user's browser.
+      refuseUpgrade(socket, 403, `origin ${JSON.stringify(req.headers.origin ?? null)} is not allowed`);
+      return true;
+    }
+    void this.acceptSession(endpoint, req, socket, head);
+    return true;
+  }
+
+  /** Serves the projects' static pages; returns false for any other path. */
+  handleRequest(req: IncomingMessage, res: ServerResponse): boolean {
+    this.serve();
+    const handlers = handlerFileMatcher([...this.served.values()].map((e) => e.handler));
+    return serveStatic(this.root, handlers, req, res);
+  }
+
+  private async acceptSession(endpoint: Endpoint, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const worker = this.workerFor(endpoint.project);
+    let failure: Error | null = null;
+    try {
+      this.sendModule(worker, endpoint.project, await this.handlerBundle(endpoint.handler));
+    } catch (error) {
+      failure = error as Error;
+      this.emit('tenantError', { tenant: endpoint.project, error: failure.message });
+    }
+    if (socket.destroyed || this.state !== 'running') return;
+    this.wss!.handleUpgrade(req, socket, head, (ws) => {
+      if (failure !== null) {
+        // The handler cannot run: 1011, the server cannot carry on with this session.
+        ws.close(1011, `handler ${endpoint.handler} failed to load`);
+        return;
+      }
+      this.sockets.accept(worker, {
+        id: this.allocateId(),
+        tenant: endpoint.project,
+        handler: endpoint.handler,
+        uri: SERVICE_PREFIX + endpoint.name,
+        engine: endpoint.engine,
+        state: 'open',
+        endpoint: endpoint.name,
+      }, ws);
+    });
+  }
+
+  /** Loads the endpoints and starts watching the root, once. */
+  private serve(): void {
+    if (this.wss !== null) return;
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.limits.maxMessageBytes, perMessageDeflate: false });
+    this.loadProjects();
+    if (this.options.watch) {
+      this.watcher = watch(this.root, { recursive: true }, () => {
+        if (this.reloadTimer !== null) clearTimeout(this.reloadTimer);
+        this.reloadTimer = setTimeout(() => this.reload(), RELOAD_DEBOUNCE_MS);
+      });
+      this.watcher.on('error', () => {});
+    }
+  }
+
+  private loadProjects(): void {
+    const scan = scanProjects(this.root);
+    this.served.clear();
+    for (const [name, endpoint] of scan.endpoints) this.served.set(name, endpoint);
+    for (const problem of scan.problems) this.emit('descriptorError', problem);
+    this.emit('endpoints', [...this.served.values()]);
+  }
+
+  /**
+   * A file under the root changed: read the descriptors again, and send a
+   * new bundle of every handler a worker holds whose code changed. The
+   * tenant's isolate replaces the module: open sessions and clients carry on
+   * with the new code from their next event, its module state fresh.
+   */
+  private reload(): void {
+    this.reloadTimer = null;
+    if (this.state !== 'running') return;
+    this.loadProjects();
+    this.handlerBundles.clear();
+    for (const worker of this.workers) {
+      for (const [tenant, modules] of worker.modules) {
+        for (const name of modules.keys()) {
+          if (name.startsWith(SCRIPT_PREFIX)) continue;
+          this.handlerBundle(name).then(
+            (bundle) => this.sendModule(worker, tenant, bundle),
+            (error: Error) => this.emit('tenantError', { tenant, error: error.message }),
+          );
+        }
+      }
+    }
+  }
+
+  /** An endpoint handler's bundle, made once until the next reload. */
+  private handlerBundle(handler: string): Promise<BundledCode> {
+    let bundle = this.handlerBundles.get(handler);
+    if (bundle === undefined) {
+      bundle = (async () => {
+        const resolved = resolveHandler(this.root, handler, tenantOf(handler));
+        return this.bundler.bundle(resolved.relative, resolved.id);
+      })();
+      this.handlerBundles.set(handler, bundle);
+    }
+    return bundle;
+  }
+
+  /** Socket ids for sessions come from blocks, like the workers' client ids. */
+  private allocateId(): number {
+    if (this.hostIds.next >= this.hostIds.end) {
+      const from = this.nextIdBlock++ * ID_BLOCK;
+      this.hostIds = { next: from, end: from + ID_BLOCK };
+    }
+    return this.hostIds.next++;
   }
 
   private assertRunning(): void {
@@ -212,15 +423,20 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly workerListener = {
     control: (worker: SandboxWorker, message: WorkerToHost): void => this.onWorkerMessage(worker, message),
     text: (worker: SandboxWorker, id: number, payload: Buffer): void => {
-      if (this.clients.owns(worker, id)) this.clients.send(id, payload);
+      if (this.sockets.owns(worker, id)) this.sockets.send(id, payload);
     },
     ready: (worker: SandboxWorker): void => {
       // A restarted worker gets its tenants' open sockets back, with their
       // handler bundles, before anything that was queued while it was down.
-      const sockets = this.clients.ofWorker(worker);
+      const sockets = this.sockets.ofWorker(worker);
       if (sockets.length === 0) return;
       for (const info of sockets) {
-        const bundle = this.bundler.cached(resolveHandler(this.root, info.handler, info.tenant).relative);
+        let bundle: BundledCode | undefined;
+        try {
+          bundle = this.bundler.cached(resolveHandler(this.root, info.handler, info.tenant).relative);
+        } catch {
+          // The handler file is gone; its sockets' events find no module.
+        }
         if (bundle !== undefined) this.sendModule(worker, info.tenant, { ...bundle, name: info.handler }, true);
       }
       worker.sendFirst({ t: 'adopt', sockets });
@@ -247,10 +463,10 @@ export class Engine extends EventEmitter<EngineEvents> {
         break;
       case 'connect':
         if (!worker.tenants.has(message.socket.tenant)) break;
-        void this.clients.open(worker, message.socket);
+        void this.sockets.open(worker, message.socket);
         break;
       case 'close':
-        if (this.clients.owns(worker, message.id)) this.clients.close(message.id);
+        if (this.sockets.owns(worker, message.id)) this.sockets.close(message.id, message.code, message.reason);
         break;
       case 'log':
         this.emit('log', { tenant: message.tenant, level: message.level, text: message.text });

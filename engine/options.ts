@@ -14,6 +14,13 @@ export interface EngineOptions {
   limits?: Partial<TenantLimits>;
   /** Time an outbound client may take to finish its handshake, in ms. Default: 10000. */
   handshakeTimeoutMs?: number;
+  /**
+   * Origins (e.g. "https://app.example") whose pages may open sessions on the
+   * endpoints; other browsers' pages get 403. Default: null, any origin.
+   */
+  allowedOrigins?: string[] | null;
+  /** Reload descriptors and handlers when files under the root change. Default: true. */
+  watch?: boolean;
 }
 
 export const DEFAULT_LIMITS: TenantLimits = {
@@ -29,6 +36,8 @@ export interface ResolvedOptions {
   workers: number;
   limits: TenantLimits;
   handshakeTimeoutMs: number;
+  allowedOrigins: string[] | null;
+  watch: boolean;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -44,6 +53,14 @@ function integer(name: string, value: unknown, [min, max]: [number, number]): nu
     throw new IsletError('ISLET_ERR_BAD_OPTION', `${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
   }
   return value;
+}
+
+function origins(value: unknown): string[] | null {
+  if (value === undefined || value === null) return null;
+  if (!Array.isArray(value) || !value.every((o) => typeof o === 'string' && o.length > 0)) {
+    throw new IsletError('ISLET_ERR_BAD_OPTION', 'allowedOrigins must be an array of origins like "https://app.example", or null');
+  }
+  return [...value];
 }
 
 export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
@@ -72,5 +89,7 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     workers: integer('workers', options.workers ?? 1, [1, 64]),
     limits,
     handshakeTimeoutMs: integer('handshakeTimeoutMs', options.handshakeTimeoutMs ?? 10_000, [1, 600_000]),
+    allowedOrigins: origins(options.allowedOrigins),
+    watch: options.watch ?? true,
   };
 }

@@ -43,11 +43,17 @@ export const freeze = Object.freeze;
 export const jsonStringify = JSON.stringify;
 export const promiseResolve = Promise.resolve.bind(Promise);
 const promiseThen = Promise.prototype.then;
-export function then(value: PromiseLike<unknown>, onRejected: (e: unknown) => void): void {
+/** `value.then(onFulfilled, onRejected)` through the captured builtin; undefined if it throws. */
+export function then(
+  value: PromiseLike<unknown>,
+  onFulfilled: (v: unknown) => unknown,
+  onRejected: (e: unknown) => unknown,
+): PromiseLike<unknown> | undefined {
   try {
-    promiseThen.call(value, undefined, onRejected);
+    return promiseThen.call(promiseResolve(value), onFulfilled, onRejected) as PromiseLike<unknown>;
   } catch {
     // A thenable whose then throws is the tenant's own business.
+    return undefined;
   }
 }
 

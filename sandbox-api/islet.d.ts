@@ -33,10 +33,34 @@ declare module 'net/v4/websockets' {
     close(): void;
   }
 
-  /** Exports a handler module may have; each is optional. The id is the client's or session's. */
+  /** JSON-safe description of a session on one of the tenant's endpoints. */
+  export interface SessionMetadata {
+    id: string;
+    endpoint: string;
+    handler: string;
+    state: 'connecting' | 'open' | 'closing';
+  }
+
+  /** A connection a browser (or any client) opened to one of the tenant's endpoints. */
+  export interface WebsocketSession {
+    readonly id: string;
+    readonly endpoint: string;
+    /** Sends a text message to this session. Throws on a non-string, an oversize message, or a closed session. */
+    send(message: string): void;
+    /** Closes the session; `code` is 1000 (default) or 3000-4999, `reason` at most 123 bytes. */
+    close(code?: number, reason?: string): void;
+  }
+
+  /**
+   * Exports a handler module may have; each is optional. The id is the
+   * client's or the session's. A string that `onMessage` returns (or a promise
+   * of one) is sent back to the session it came from. A socket's events reach
+   * the handler in order and never overlap: while a returned promise is
+   * pending, that socket's next event waits.
+   */
   export interface WebsocketHandler {
     onOpen?(id: string): void | Promise<void>;
-    onMessage?(message: string, id: string): unknown;
+    onMessage?(message: string, id: string): string | void | Promise<string | void>;
     onError?(error: string, id: string): void | Promise<void>;
     onClose?(id: string): void | Promise<void>;
   }
@@ -53,6 +77,10 @@ declare module 'net/v4/websockets' {
   export function getClients(): ClientMetadata[];
   export function getClient(id: string): WebsocketClient | null;
   export function getClientByHandler(handler: string): WebsocketClient | null;
+  /** Metadata of the open sessions on this tenant's endpoints (never another project's). */
+  export function getSessions(): SessionMetadata[];
+  /** A session of this tenant's endpoints by id, or null. */
+  export function getSession(id: string): WebsocketSession | null;
   /** The message, inside `onMessage`; null elsewhere. */
   export function getMessage(): string | null;
   /** The error, inside `onError`; null elsewhere. */

@@ -20,9 +20,12 @@ import {
 import { fireTimer, installTimers } from './timers.js';
 import {
   type Method,
-  adoptClient,
+  type SocketState,
+  adoptSocket,
+  checkText,
   forget,
   handlerOf,
+  isSession,
   markOpen,
   websockets,
   withContext,
@@ -79,39 +82,117 @@ const exportNames: Record<Method, string> = {
   onclose: 'onClose',
 };
 
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === 'object' && value !== null && typeof (value as PromiseLike<unknown>).then === 'function';
+}
+
 /**
- * Calls one handler export with its context set. Returns what it returned.
- * An exception from onMessage goes to onError, as in Dirigible; one from any
- * other export is reported, and the tenant carries on.
+ * Calls one handler export with its context set. An exception from
+ * onMessage goes to onError, as in Dirigible; one from any other export is
+ * reported, and the tenant carries on. A string that onMessage returns (or
+ * resolves to) for a session is sent back to it. Returns the handler's promise
+ * when it returned one, so that the socket's next event waits for it.
  */
-function callHandler(handler: string, method: Method, session: string, payload: string | null): void {
+function callHandler(handler: string, method: Method, socket: string, payload: string | null): PromiseLike<unknown> | undefined {
   const exports = handlerExports(handler);
-  if (exports === null) return;
+  if (exports === null) return undefined;
   const fn = exports[exportNames[method]];
-  if (typeof fn !== 'function') return;
+  if (typeof fn !== 'function') return undefined;
   const context = {
     method,
     handler,
-    session,
+    session: socket,
     message: method === 'onmessage' ? payload : null,
     error: method === 'onerror' ? payload : null,
   };
-  const failed = (error: unknown): void => {
-    if (method === 'onmessage') callHandler(handler, 'onerror', session, errorMessage(error));
-    else emit(Op.HandlerError, 0, errorText(error));
+  const failed = (error: unknown): unknown => {
+    if (method === 'onmessage') return callHandler(handler, 'onerror', socket, errorMessage(error));
+    emit(Op.HandlerError, 0, errorText(error));
+    return undefined;
+  };
+  const reply = (value: unknown): void => {
+    if (method !== 'onmessage' || value === undefined || value === null || !isSession(socket)) return;
+    try {
+      checkText(value, 'the value onMessage returns');
+      emit(Op.Send, Number(socket), value as string);
+    } catch (error) {
+      emit(Op.HandlerError, 0, errorText(error));
+    }
   };
   let result: unknown;
   try {
     result = withContext(context, () =>
-      method === 'onopen' || method === 'onclose' ? fn.call(exports, session) : fn.call(exports, payload, session),
+      method === 'onopen' || method === 'onclose' ? fn.call(exports, socket) : fn.call(exports, payload, socket),
     );
   } catch (error) {
-    failed(error);
+    return failed(error) as PromiseLike<unknown> | undefined;
+  }
+  if (!isThenable(result)) {
+    reply(result);
+    return undefined;
+  }
+  return then(result, reply, failed);
+}
+
+const methodOf: Record<number, Method> = {
+  [Event.Open]: 'onopen',
+  [Event.Message]: 'onmessage',
+  [Event.Error]: 'onerror',
+  [Event.Close]: 'onclose',
+};
+
+/**
+ * Events waiting, per socket, for its handler's promise to settle: a
+ * socket's events reach its handler in order and never overlap.
+ */
+const waiting = new MapCtor<string, (number | string)[]>();
+
+function socketEvent(kind: number, socket: string, text: string): void {
+  const queue = waiting.get(socket);
+  if (queue !== undefined) {
+    queue[queue.length] = kind;
+    queue[queue.length] = text;
     return;
   }
-  if (typeof result === 'object' && result !== null && typeof (result as PromiseLike<unknown>).then === 'function') {
-    then(result as PromiseLike<unknown>, failed);
+  const pending = runSocketEvent(kind, socket, text);
+  if (pending !== undefined) waitFor(socket, pending);
+}
+
+function waitFor(socket: string, pending: PromiseLike<unknown>): void {
+  waiting.set(socket, []);
+  const next = (): void => {
+    const queue = waiting.get(socket)!;
+    while (queue.length > 0) {
+      const kind = queue.shift() as number;
+      const text = queue.shift() as string;
+      let later: PromiseLike<unknown> | undefined;
+      try {
+        later = runSocketEvent(kind, socket, text);
+      } catch (error) {
+        emit(Op.Error, 0, errorText(error));
+      }
+      if (later !== undefined) {
+        then(later, next, next);
+        return;
+      }
+    }
+    waiting.delete(socket);
+  };
+  then(pending, next, next);
+}
+
+function runSocketEvent(kind: number, socket: string, text: string): PromiseLike<unknown> | undefined {
+  if (kind === Event.Open && text !== '' && handlerOf(socket) === null) {
+    // A session the host accepted on one of this tenant's endpoints: "handler\nendpoint".
+    const split = text.indexOf('\n');
+    adoptSocket(socket, '', text.slice(0, split), 'javascript', 'open', text.slice(split + 1));
   }
+  const handler = handlerOf(socket);
+  if (handler === null) return undefined;
+  if (kind === Event.Open) markOpen(socket);
+  // Dirigible removes a socket from the registry before onClose runs.
+  if (kind === Event.Close) forget(socket);
+  return callHandler(handler, methodOf[kind]!, socket, kind === Event.Message || kind === Event.Error ? text : null);
 }
 
 function handleEvent(kind: number, id: number, text: string): void {
@@ -131,25 +212,7 @@ function handleEvent(kind: number, id: number, text: string): void {
     }
     return;
   }
-  const session = StringCtor(id);
-  const handler = handlerOf(session);
-  if (handler === null) return;
-  switch (kind) {
-    case Event.Open:
-      markOpen(session);
-      callHandler(handler, 'onopen', session, null);
-      break;
-    case Event.Message:
-      callHandler(handler, 'onmessage', session, text);
-      break;
-    case Event.Error:
-      callHandler(handler, 'onerror', session, text);
-      break;
-    case Event.Close:
-      forget(session);
-      callHandler(handler, 'onclose', session, null);
-      break;
-  }
+  socketEvent(kind, StringCtor(id), text);
 }
 
 function dispatch(batch: (number | string)[]): (number | string)[] {
@@ -179,10 +242,10 @@ function define(name: string, factory: Factory | null): void {
   modules.set(name, { factory, exports: undefined, loaded: false });
 }
 
-/** Rebuilds the client registry after the isolate was recreated: flat `[id, uri, handler, engine, state]`. */
+/** Rebuilds the socket registry after the isolate was recreated: flat `[id, uri, handler, engine, state, endpoint]`. */
 function adopt(list: string[]): void {
-  for (let i = 0; i + 4 < list.length; i += 5) {
-    adoptClient(list[i]!, list[i + 1]!, list[i + 2]!, list[i + 3]!, list[i + 4] as 'connecting' | 'open' | 'closing');
+  for (let i = 0; i + 5 < list.length; i += 6) {
+    adoptSocket(list[i]!, list[i + 1]!, list[i + 2]!, list[i + 3]!, list[i + 4] as SocketState, list[i + 5]!);
   }
 }
 

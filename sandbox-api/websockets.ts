@@ -1,5 +1,5 @@
-// `net/v4/websockets` as tenant code sees it: outbound clients, the client
-// registry, and the handler context accessors. Semantics follow Eclipse
+// `net/v4/websockets` as tenant code sees it: outbound clients, sessions on
+// the tenant's endpoints, their registry, and the handler context accessors. Semantics follow Eclipse
 // Dirigible's v4 API (see DIRIGIBLE.md); sockets live in the host, this side
 // only keeps the tenant's view of them.
 import {
@@ -17,18 +17,21 @@ import {
 } from './host.js';
 
 export type Method = 'onopen' | 'onmessage' | 'onerror' | 'onclose';
-export type ClientState = 'connecting' | 'open' | 'closing';
+export type SocketState = 'connecting' | 'open' | 'closing';
 
 export interface ClientMetadata {
   id: string;
   uri: string;
   handler: string;
   engine: string;
-  state: ClientState;
+  state: SocketState;
 }
 
-interface ClientRecord extends ClientMetadata {
-  api: WebsocketClient;
+export interface SessionMetadata {
+  id: string;
+  endpoint: string;
+  handler: string;
+  state: SocketState;
 }
 
 export interface WebsocketClient {
@@ -40,6 +43,25 @@ export interface WebsocketClient {
   close(): void;
 }
 
+export interface WebsocketSession {
+  readonly id: string;
+  readonly endpoint: string;
+  send(message: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** One socket of this tenant: an outbound client, or a session on one of its endpoints. */
+interface SocketRecord {
+  id: string;
+  /** The endpoint of a session; null for a client. */
+  endpoint: string | null;
+  uri: string;
+  handler: string;
+  engine: string;
+  state: SocketState;
+  api: WebsocketClient | WebsocketSession;
+}
+
 /** The event a handler call is serving; null between calls. */
 interface HandlerContext {
   method: Method;
@@ -49,7 +71,7 @@ interface HandlerContext {
   session: string;
 }
 
-const clients = new MapCtor<string, ClientRecord>();
+const sockets = new MapCtor<string, SocketRecord>();
 let context: HandlerContext | null = null;
 
 export function withContext<T>(next: HandlerContext, call: () => T): T {
@@ -75,62 +97,75 @@ export function checkText(message: unknown, what: string): string {
   return message;
 }
 
-function makeClient(id: string, uri: string, handler: string, engine: string): WebsocketClient {
+/** Close codes a tenant may send (RFC 6455 section 7.4: 1000, or 3000-4999 for applications). */
+function checkClose(code: unknown, reason: unknown): string {
+  if (code === undefined) return '';
+  if (typeof code !== 'number' || !(code === 1000 || (code >= 3000 && code <= 4999)) || code % 1 !== 0) {
+    throw new RangeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: close code must be 1000 or 3000-4999, got ${StringCtor(code)}`);
+  }
+  const text = reason === undefined ? '' : checkText(reason, 'close(code, reason)');
+  if (exceedsBytes(text, 123)) throw new RangeErrorCtor('ISLET_ERR_BAD_ARGUMENT: close reason is over 123 bytes');
+  return `${code}:${text}`;
+}
+
+function makeApi(record: Omit<SocketRecord, 'api'>): WebsocketClient | WebsocketSession {
+  const { id, endpoint, uri } = record;
   const socket = Number(id);
-  const api: WebsocketClient = freeze({
-    id,
-    uri,
-    handler,
-    engine,
-    send(message: string): void {
-      const text = checkText(message, 'WebsocketClient.send(message)');
-      const record = clients.get(id);
-      if (record === undefined || record.state === 'closing') {
-        throw new ErrorCtor(`ISLET_ERR_CLIENT_CLOSED: client ${id} (${uri}) is closed`);
-      }
-      // Before the socket opens the host queues this and sends it on open,
-      // as Dirigible's blocking createWebsocket let scripts do.
-      emit(Op.Send, socket, text);
-    },
-    close(): void {
-      const record = clients.get(id);
-      if (record === undefined || record.state === 'closing') return;
-      record.state = 'closing';
-      emit(Op.Close, socket, '');
-    },
-  });
-  return api;
+  const what = endpoint === null ? 'WebsocketClient' : 'WebsocketSession';
+  const send = (message: string): void => {
+    const text = checkText(message, `${what}.send(message)`);
+    const current = sockets.get(id);
+    if (current === undefined || current.state === 'closing') {
+      throw new ErrorCtor(`ISLET_ERR_CLIENT_CLOSED: ${endpoint === null ? 'client' : 'session'} ${id} (${uri}) is closed`);
+    }
+    // Before a client opens the host queues this and sends it on open, as
+    // Dirigible's blocking createWebsocket let scripts do.
+    emit(Op.Send, socket, text);
+  };
+  const close = (code?: number, reason?: string): void => {
+    const how = checkClose(code, reason);
+    const current = sockets.get(id);
+    if (current === undefined || current.state === 'closing') return;
+    current.state = 'closing';
+    emit(Op.Close, socket, how);
+  };
+  if (endpoint !== null) return freeze({ id, endpoint, send, close });
+  return freeze({ id, uri, handler: record.handler, engine: record.engine, send, close: () => close() });
 }
 
-function register(id: string, uri: string, handler: string, engine: string, state: ClientState): WebsocketClient {
-  const api = makeClient(id, uri, handler, engine);
-  clients.set(id, { id, uri, handler, engine, state, api });
-  return api;
+function register(fields: Omit<SocketRecord, 'api'>): SocketRecord {
+  const record = { ...fields, api: makeApi(fields) };
+  sockets.set(fields.id, record);
+  return record;
 }
 
-/** Rebuilds the registry in a recreated isolate from the host's records. */
-export function adoptClient(id: string, uri: string, handler: string, engine: string, state: ClientState): void {
-  register(id, uri, handler, engine, state);
+/**
+ * Rebuilds the registry in a recreated isolate from the host's records, or
+ * records a session the host accepted (state open; the endpoint is set).
+ */
+export function adoptSocket(id: string, uri: string, handler: string, engine: string, state: SocketState, endpoint: string): void {
+  register({ id, uri, handler, engine, state, endpoint: endpoint === '' ? null : endpoint });
 }
 
 /** The handler a socket's events go to, or null if it is not this tenant's. */
 export function handlerOf(id: string): string | null {
-  const record = clients.get(id);
+  const record = sockets.get(id);
   return record === undefined ? null : record.handler;
 }
 
+export function isSession(id: string): boolean {
+  const record = sockets.get(id);
+  return record !== undefined && record.endpoint !== null;
+}
+
 export function markOpen(id: string): void {
-  const record = clients.get(id);
+  const record = sockets.get(id);
   if (record !== undefined && record.state === 'connecting') record.state = 'open';
 }
 
 /** Dirigible removes a client from the registry before `onClose` runs. */
 export function forget(id: string): void {
-  clients.delete(id);
-}
-
-function metadata(record: ClientRecord): ClientMetadata {
-  return { id: record.id, uri: record.uri, handler: record.handler, engine: record.engine, state: record.state };
+  sockets.delete(id);
 }
 
 export const websockets = freeze({
@@ -139,20 +174,35 @@ export const websockets = freeze({
     // inside this project) and throws an Error naming what is wrong.
     const id = StringCtor(hostConnect(uri, handler, engine));
     const name = engine === undefined || engine === null ? 'javascript' : StringCtor(engine);
-    return register(id, StringCtor(uri), StringCtor(handler), name, 'connecting');
+    return register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null })
+      .api as WebsocketClient;
   },
   getClients(): ClientMetadata[] {
     const list: ClientMetadata[] = [];
-    for (const record of clients.values()) list[list.length] = metadata(record);
+    for (const r of sockets.values()) {
+      if (r.endpoint === null) list[list.length] = { id: r.id, uri: r.uri, handler: r.handler, engine: r.engine, state: r.state };
+    }
     return list;
   },
   getClient(id: string): WebsocketClient | null {
-    const record = clients.get(StringCtor(id));
-    return record === undefined ? null : record.api;
+    const record = sockets.get(StringCtor(id));
+    return record === undefined || record.endpoint !== null ? null : (record.api as WebsocketClient);
   },
   getClientByHandler(handler: string): WebsocketClient | null {
-    for (const record of clients.values()) if (record.handler === handler) return record.api;
+    for (const r of sockets.values()) if (r.endpoint === null && r.handler === handler) return r.api as WebsocketClient;
     return null;
+  },
+  /** Sessions open on this tenant's endpoints, for a handler that broadcasts. */
+  getSessions(): SessionMetadata[] {
+    const list: SessionMetadata[] = [];
+    for (const r of sockets.values()) {
+      if (r.endpoint !== null) list[list.length] = { id: r.id, endpoint: r.endpoint, handler: r.handler, state: r.state };
+    }
+    return list;
+  },
+  getSession(id: string): WebsocketSession | null {
+    const record = sockets.get(StringCtor(id));
+    return record === undefined || record.endpoint === null ? null : (record.api as WebsocketSession);
   },
   getMessage(): string | null {
     return context === null ? null : context.message;

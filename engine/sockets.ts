@@ -1,9 +1,11 @@
-// Outbound clients: the host end of `createWebsocket`. The worker has already
-// validated the request and handed out the id; here the handler is bundled
-// and sent to the worker, the socket is opened, and `couple` joins the `ws`
-// events to the tenant's handler events. Sends and closes issued before the
-// socket opens wait, in order, and go out once it opens: Dirigible's
-// createWebsocket blocked until open, so scripts send straight after it.
+// Every socket the host holds for tenants: outbound clients (the host end of
+// `createWebsocket`) and sessions on endpoints. `couple` joins one `ws`
+// socket's events to its tenant's handler events, for both kinds. For a
+// client, the worker has validated the request and handed out the id; here
+// the handler is bundled and sent, and the socket opened. Sends and closes
+// issued before a client opens wait, in order, and go out once it opens:
+// Dirigible's createWebsocket blocked until open, so scripts send straight
+// after it.
 import WebSocket from 'ws';
 import type { SocketInfo } from '../bridge/protocol.js';
 import type { SandboxWorker } from './supervisor.js';
@@ -13,14 +15,14 @@ const CLOSE = null;
 /** How long closing the engine waits for a peer to answer a close frame. */
 const CLOSE_GRACE_MS = 1000;
 
-interface ClientSocket {
+interface HostSocket {
   info: SocketInfo;
   worker: SandboxWorker;
   ws: WebSocket | null;
   waiting: (Buffer | typeof CLOSE)[];
 }
 
-export interface ClientHost {
+export interface SocketHost {
   /** Bundles the client's handler and sends it to the worker; throws an IsletError. */
   loadHandler(worker: SandboxWorker, info: SocketInfo): Promise<void>;
   handlerFailed(worker: SandboxWorker, info: SocketInfo, error: Error): void;
@@ -28,10 +30,10 @@ export interface ClientHost {
   handshakeTimeoutMs: number;
 }
 
-export class OutboundClients {
-  private readonly sockets = new Map<number, ClientSocket>();
+export class Sockets {
+  private readonly sockets = new Map<number, HostSocket>();
 
-  constructor(private readonly host: ClientHost) {}
+  constructor(private readonly host: SocketHost) {}
 
   get size(): number {
     return this.sockets.size;
@@ -44,8 +46,17 @@ export class OutboundClients {
     return list;
   }
 
+  /** Takes a session the endpoint server accepted; the worker's handler is already loaded. */
+  accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
+    const socket: HostSocket = { info, worker, ws, waiting: [] };
+    this.sockets.set(info.id, socket);
+    worker.send({ t: 'accept', socket: info });
+    this.couple(socket, ws);
+  }
+
+  /** Opens an outbound client a tenant asked for. */
   async open(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const socket: ClientSocket = { info, worker, ws: null, waiting: [] };
+    const socket: HostSocket = { info, worker, ws: null, waiting: [] };
     this.sockets.set(info.id, socket);
     try {
       await this.host.loadHandler(worker, info);
@@ -71,9 +82,10 @@ export class OutboundClients {
     this.couple(socket, ws);
   }
 
-  /** Joins one `ws` client socket to its tenant's handler, both ways. */
-  private couple(socket: ClientSocket, ws: WebSocket): void {
+  /** Joins one `ws` socket to its tenant's handler, both ways. */
+  private couple(socket: HostSocket, ws: WebSocket): void {
     const { worker, info } = socket;
+    const session = info.endpoint !== '';
     ws.on('open', () => {
       info.state = 'open';
       worker.send({ t: 'event', id: info.id, event: 'open' });
@@ -86,7 +98,12 @@ export class OutboundClients {
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) {
-        // The API is text only; tell the handler rather than drop it silently.
+        // The API is text only (RFC 6455 7.4.1: 1003, unsupported data). A
+        // session is closed; a client's handler is told, as the server is not ours.
+        if (session) {
+          ws.close(1003, 'islet endpoints take text frames only');
+          return;
+        }
         worker.send({ t: 'event', id: info.id, event: 'error', text: `binary frame of ${data.length} bytes ignored: islet clients take text only` });
         return;
       }
@@ -104,7 +121,7 @@ export class OutboundClients {
   }
 
   /** A socket that never opened: report the reason, then the close. */
-  private ended(socket: ClientSocket, reason: string): void {
+  private ended(socket: HostSocket, reason: string): void {
     if (this.sockets.get(socket.info.id) !== socket) return;
     this.sockets.delete(socket.info.id);
     socket.worker.send({ t: 'event', id: socket.info.id, event: 'error', text: reason });
@@ -124,15 +141,15 @@ export class OutboundClients {
     // Closing or closed: the close event is on its way to the tenant.
   }
 
-  close(id: number): void {
+  close(id: number, code = 1000, reason = ''): void {
     const socket = this.sockets.get(id);
     if (socket === undefined) return;
     socket.info.state = 'closing';
-    if (socket.ws?.readyState === WebSocket.OPEN) socket.ws.close(1000);
+    if (socket.ws?.readyState === WebSocket.OPEN) socket.ws.close(code, reason);
     else if (socket.ws === null || socket.ws.readyState === WebSocket.CONNECTING) socket.waiting.push(CLOSE);
   }
 
-  /** Closes every client (the engine is closing) and waits for them. */
+  /** Closes every socket (the engine is closing) and waits for them. */
   async closeAll(): Promise<void> {
     const closing: Promise<void>[] = [];
     for (const socket of this.sockets.values()) {
@@ -143,7 +160,9 @@ export class OutboundClients {
         ws.terminate();
         continue;
       }
-      ws.close(1001, 'islet engine closing');
+      // 1012 (service restart) for sessions, 1001 (going away) for clients.
+      if (socket.info.endpoint !== '') ws.close(1012, 'islet engine closing');
+      else ws.close(1001, 'islet engine closing');
       // A peer that never answers the close frame must not hold the engine open.
       setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
     }

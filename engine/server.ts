@@ -1,0 +1,102 @@
+// The HTTP side of serving: answers for upgrades islet refuses, and the
+// read-only static pages of projects at /services/web/<project>/<path>
+// (Dirigible's path), so a project can ship the page that talks to its
+// endpoint.
+import { createReadStream, realpathSync, statSync } from 'node:fs';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import { HANDLER_EXTENSIONS, isInside } from '../bridge/handler-ids.js';
+import { DESCRIPTOR_SUFFIX } from './projects.js';
+
+export const SERVICE_PREFIX = '/websockets/v4/service/';
+export const WEB_PREFIX = '/services/web/';
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.htm': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.txt': 'text/plain; charset=utf-8',
+};
+
+/** Answers an upgrade islet will not take with a plain HTTP response, then closes. */
+export function refuseUpgrade(socket: Duplex, status: number, message: string): void {
+  const body = `${message}\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
+function answer(res: ServerResponse, status: number, message: string): void {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
+  res.end(`${message}\n`);
+}
+
+/**
+ * Serves a project file for GET/HEAD /services/web/<project>/<path>; returns
+ * false for any other path. Refused: paths out of the project (traversal,
+ * symlinks), dot-files, descriptors, and handler sources (`isHandler`).
+ */
+export function serveStatic(root: string, isHandler: (relative: string) => boolean, req: IncomingMessage, res: ServerResponse): boolean {
+  const url = new URL(req.url ?? '/', 'http://islet');
+  if (!url.pathname.startsWith(WEB_PREFIX)) return false;
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.setHeader('allow', 'GET, HEAD');
+    answer(res, 405, 'static pages are read-only');
+    return true;
+  }
+  let relative: string;
+  try {
+    relative = decodeURIComponent(url.pathname.slice(WEB_PREFIX.length));
+  } catch {
+    answer(res, 400, 'bad path encoding');
+    return true;
+  }
+  const segments = relative.split('/');
+  if (segments.length < 2 || segments.some((s) => s === '' || s === '.' || s === '..' || s.startsWith('.') || s.includes('\\') || s.includes('\0'))) {
+    answer(res, 404, 'not found');
+    return true;
+  }
+  const ext = path.extname(relative);
+  if (relative.endsWith(DESCRIPTOR_SUFFIX) || ext === '.ts' || ext === '.mts' || isHandler(relative)) {
+    answer(res, 403, 'descriptors and handler sources are not served');
+    return true;
+  }
+  const file = path.join(root, relative);
+  let size: number;
+  try {
+    const real = realpathSync(file);
+    if (!isInside(path.join(realpathSync(root), segments[0]!), real)) throw new Error('outside');
+    const stat = statSync(real);
+    if (!stat.isFile()) throw new Error('not a file');
+    size = stat.size;
+  } catch {
+    answer(res, 404, 'not found');
+    return true;
+  }
+  res.writeHead(200, {
+    'content-type': TYPES[ext] ?? 'application/octet-stream',
+    'content-length': size,
+    'x-content-type-options': 'nosniff',
+  });
+  if (req.method === 'HEAD') res.end();
+  else createReadStream(file).pipe(res);
+  return true;
+}
+
+/** Whether a root-relative file is the module of one of these handler ids. */
+export function handlerFileMatcher(handlers: Iterable<string>): (relative: string) => boolean {
+  const files = new Set<string>();
+  for (const id of handlers) {
+    files.add(id);
+    for (const ext of HANDLER_EXTENSIONS) files.add(id + ext);
+  }
+  return (relative) => files.has(relative);
+}
