@@ -6,8 +6,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WebSocketServer, type WebSocket } from 'ws';
-import { Engine, type EngineOptions, type TenantFailure, type TenantLog } from '../engine/index.js';
+import WebSocketClient, { type ClientOptions, WebSocketServer, type WebSocket } from 'ws';
+import { type DescriptorProblem, Engine, type EngineOptions, type TenantFailure, type TenantLog } from '../engine/index.js';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = path.join(REPO, 'bin', 'islet.js');
@@ -159,4 +159,65 @@ export function seedProject(uri: string): Record<string, string> {
     'my-project/client.js': client.replace(EXAMPLE_URI, uri),
     'my-project/ws-handler.js': readFileSync(path.join(dir, 'ws-handler.js'), 'utf8'),
   };
+}
+
+export interface Served extends TestEngine {
+  port: number;
+  /** ws://127.0.0.1:PORT/websockets/v4/service/<endpoint> */
+  url(endpoint: string): string;
+  problems: DescriptorProblem[];
+}
+
+/** An engine serving `root` on 127.0.0.1 at a free port. */
+export async function serveRoot(root: string, options: EngineOptions = {}): Promise<Served> {
+  const problems: DescriptorProblem[] = [];
+  const t = await startEngine(root, options);
+  t.engine.on('descriptorError', (p) => problems.push(p));
+  const server = await t.engine.listen(0, '127.0.0.1');
+  const port = (server.address() as AddressInfo).port;
+  return { ...t, port, problems, url: (endpoint) => `ws://127.0.0.1:${port}/websockets/v4/service/${endpoint}` };
+}
+
+export interface TestClient {
+  ws: WebSocket;
+  messages: string[];
+  /** Resolves with the close code and reason. */
+  closed: Promise<[number, string]>;
+  /** Resolves once `count` messages have arrived. */
+  receive(count: number, timeoutMs?: number): Promise<string[]>;
+}
+
+/** A plain `ws` client, open. Rejects with the HTTP status on a refused upgrade. */
+export function connect(url: string, options: ClientOptions = {}): Promise<TestClient> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocketClient(url, options);
+    const messages: string[] = [];
+    const waiters: (() => void)[] = [];
+    ws.on('message', (data) => {
+      messages.push(data.toString());
+      for (const w of [...waiters]) w();
+    });
+    const closed = new Promise<[number, string]>((done) => ws.on('close', (code, reason) => done([code, reason.toString()])));
+    ws.on('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+    ws.on('error', reject);
+    ws.on('open', () =>
+      resolve({
+        ws,
+        messages,
+        closed,
+        receive: (count, timeoutMs = 10_000) =>
+          new Promise((done, fail) => {
+            const check = (): void => {
+              if (messages.length < count) return;
+              waiters.splice(waiters.indexOf(check), 1);
+              clearTimeout(timer);
+              done(messages.slice(0, count));
+            };
+            const timer = setTimeout(() => fail(new Error(`got ${messages.length} of ${count} messages: ${JSON.stringify(messages)}`)), timeoutMs);
+            waiters.push(check);
+            check();
+          }),
+      }),
+    );
+  });
 }
