@@ -1,23 +1,27 @@
-// `npm start`: the seed page's example end to end. A local echo endpoint on
-// 127.0.0.1:8080, then `islet run my-project/client.js` in this folder (the
-// projects root), whose handler prints what happens on the connection.
+// `npm start`: the seed page end to end. Serves this folder with `islet serve`
+// on 127.0.0.1:8080 (the page's my-endpoint, an echo endpoint, and a chat
+// room with its page), then runs the page's client script with `islet run`
+// against my-endpoint. Both ends use the page's handler, so the lines of the
+// client (islet run) and of the server session (islet serve) interleave.
+// Ctrl-C stops the server.
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { WebSocketServer } from 'ws';
 
 const examples = fileURLToPath(new URL('.', import.meta.url));
 const islet = fileURLToPath(new URL('../bin/islet.js', import.meta.url));
-const path = '/websockets/v4/service/echo';
 
-const echo = new WebSocketServer({ host: '127.0.0.1', port: 8080, path });
-echo.on('connection', (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
-echo.on('error', (error) => {
-  console.error(`cannot serve the echo endpoint on 127.0.0.1:8080: ${error.message}`);
-  process.exit(1);
+const server = spawn(process.execPath, [islet, 'serve', examples, '--port', '8080'], { stdio: ['ignore', 'pipe', 'inherit'] });
+let clientStarted = false;
+server.stdout.on('data', (chunk) => {
+  process.stdout.write(chunk);
+  if (clientStarted || !String(chunk).includes('listening on')) return;
+  clientStarted = true;
+  console.log('\nexamples$ islet run my-project/client.js');
+  const client = spawn(process.execPath, [islet, 'run', 'my-project/client.js'], { cwd: examples, stdio: 'inherit' });
+  client.on('exit', (code) => {
+    console.log(`(the client script exited with ${code})\n`);
+    console.log('Chat page: http://127.0.0.1:8080/services/web/chat/index.html  (open it in two tabs; Ctrl-C stops)');
+  });
 });
-echo.on('listening', () => {
-  console.log(`echo endpoint: ws://127.0.0.1:8080${path}`);
-  console.log('examples$ islet run my-project/client.js');
-  const run = spawn(process.execPath, [islet, 'run', 'my-project/client.js'], { cwd: examples, stdio: 'inherit' });
-  run.on('exit', (code) => echo.close(() => process.exit(code ?? 1)));
-});
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => server.kill(signal));
+server.on('exit', (code) => process.exit(code ?? 0));

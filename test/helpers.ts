@@ -148,7 +148,7 @@ export function runCli(args: string[], options: { cwd?: string; timeoutMs?: numb
 }
 
 /** The URI the example client script connects to. */
-export const EXAMPLE_URI = 'ws://127.0.0.1:8080/websockets/v4/service/echo';
+export const EXAMPLE_URI = 'ws://127.0.0.1:8080/websockets/v4/service/my-endpoint';
 
 /** The example project (the seed page's client and handler), with the client's URI replaced. */
 export function seedProject(uri: string): Record<string, string> {
