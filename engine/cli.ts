@@ -1,7 +1,8 @@
 // The islet command line: `islet run <script>`, `islet serve [ROOT]`, `islet --help`.
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { Engine, IsletError, type TenantLog } from './index.js';
+import type { AddressInfo } from 'node:net';
+import { type Endpoint, Engine, IsletError, type TenantLog } from './index.js';
 
 const HELP = `islet: run untrusted tenant scripts that speak Eclipse Dirigible's
 net/v4/websockets API, each project in its own V8 isolate.
@@ -118,18 +119,28 @@ async function serve(args: string[]): Promise<number> {
   });
   watch(engine);
   const host = values.host;
-  const port = Number(values.port);
-  const base = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  let loaded = false;
-  engine.on('descriptorError', ({ error }) => process.stderr.write(`islet: ${error.message}\n`));
-  engine.on('endpoints', (endpoints) => {
-    process.stdout.write(loaded ? 'islet: reloaded; endpoints:\n' : `islet: serving ${root}\n`);
-    loaded = true;
+  // Endpoints are listed once the server is bound (its real port known), then after each reload.
+  let base: string | null = null;
+  let pending: Endpoint[] = [];
+  const list = (endpoints: Endpoint[]): void => {
     for (const e of endpoints) process.stdout.write(`  ws://${base}/websockets/v4/service/${e.name}  (${e.file} → ${e.handler})\n`);
     if (endpoints.length === 0) process.stdout.write('  (no endpoints: add a *.websocket descriptor to a project)\n');
+  };
+  engine.on('descriptorError', ({ error }) => process.stderr.write(`islet: ${error.message}\n`));
+  engine.on('endpoints', (endpoints) => {
+    if (base === null) {
+      pending = endpoints;
+      return;
+    }
+    process.stdout.write('islet: reloaded; endpoints:\n');
+    list(endpoints);
   });
   await engine.start();
-  const server = await engine.listen(port, host);
+  const server = await engine.listen(Number(values.port), host);
+  const { port } = server.address() as AddressInfo;
+  base = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  process.stdout.write(`islet: serving ${root}\n`);
+  list(pending);
   process.stdout.write(`islet: listening on http://${base}/ (pages at /services/web/<project>/<path>)\n`);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);

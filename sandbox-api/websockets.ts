@@ -15,40 +15,12 @@ import {
   TypeErrorCtor,
   ErrorCtor,
 } from './host.js';
+import type { ClientMetadata, Method, SessionMetadata, WebsocketClient, WebsocketSession } from 'net/v4/websockets';
 
-export type Method = 'onopen' | 'onmessage' | 'onerror' | 'onclose';
-export type SocketState = 'connecting' | 'open' | 'closing';
-
-export interface ClientMetadata {
-  id: string;
-  uri: string;
-  handler: string;
-  engine: string;
-  state: SocketState;
-}
-
-export interface SessionMetadata {
-  id: string;
-  endpoint: string;
-  handler: string;
-  state: SocketState;
-}
-
-export interface WebsocketClient {
-  readonly id: string;
-  readonly uri: string;
-  readonly handler: string;
-  readonly engine: string;
-  send(message: string): void;
-  close(): void;
-}
-
-export interface WebsocketSession {
-  readonly id: string;
-  readonly endpoint: string;
-  send(message: string): void;
-  close(code?: number, reason?: string): void;
-}
+// The types are the published contract's (islet.d.ts): one definition for
+// tenants and for this implementation.
+export type { Method } from 'net/v4/websockets';
+export type SocketState = ClientMetadata['state'];
 
 /** One socket of this tenant: an outbound client, or a session on one of its endpoints. */
 interface SocketRecord {

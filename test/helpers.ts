@@ -69,6 +69,36 @@ export async function echoPeer(onConnection?: (ws: WebSocket) => void): Promise<
   return peer;
 }
 
+/**
+ * Resolves with `check()`'s first non-undefined value; `check` runs now and
+ * each time `waiters` are called. Rejects after `timeoutMs` with `describe()`.
+ */
+function waitUntil<T>(waiters: (() => void)[], check: () => T | undefined, timeoutMs: number, describe: () => string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const attempt = (): void => {
+      const value = check();
+      if (value === undefined) return;
+      waiters.splice(waiters.indexOf(attempt), 1);
+      clearTimeout(timer);
+      resolve(value);
+    };
+    const timer = setTimeout(() => {
+      waiters.splice(waiters.indexOf(attempt), 1);
+      reject(new Error(describe()));
+    }, timeoutMs);
+    waiters.push(attempt);
+    attempt();
+  });
+}
+
+/** What a promise settled with: 'no error', or the error's message. */
+export function settle(promise: Promise<unknown>): Promise<string> {
+  return promise.then(
+    () => 'no error',
+    (error: Error) => error.message,
+  );
+}
+
 export interface TestEngine {
   engine: Engine;
   logs: TenantLog[];
@@ -102,21 +132,7 @@ export async function startEngine(root: string, options: EngineOptions = {}): Pr
     errors,
     lines,
     waitForLine: (match, timeoutMs = 10_000) =>
-      new Promise((resolve, reject) => {
-        const check = (): void => {
-          const found = lines().find(match);
-          if (found === undefined) return;
-          waiters.splice(waiters.indexOf(check), 1);
-          clearTimeout(timer);
-          resolve(found);
-        };
-        const timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(check), 1);
-          reject(new Error(`no matching log line within ${timeoutMs} ms; lines: ${JSON.stringify(lines())}`));
-        }, timeoutMs);
-        waiters.push(check);
-        check();
-      }),
+      waitUntil(waiters, () => lines().find(match), timeoutMs, () => `no matching log line within ${timeoutMs} ms; lines: ${JSON.stringify(lines())}`),
   };
 }
 
@@ -206,17 +222,12 @@ export function connect(url: string, options: ClientOptions = {}): Promise<TestC
         messages,
         closed,
         receive: (count, timeoutMs = 10_000) =>
-          new Promise((done, fail) => {
-            const check = (): void => {
-              if (messages.length < count) return;
-              waiters.splice(waiters.indexOf(check), 1);
-              clearTimeout(timer);
-              done(messages.slice(0, count));
-            };
-            const timer = setTimeout(() => fail(new Error(`got ${messages.length} of ${count} messages: ${JSON.stringify(messages)}`)), timeoutMs);
-            waiters.push(check);
-            check();
-          }),
+          waitUntil(
+            waiters,
+            () => (messages.length >= count ? messages.slice(0, count) : undefined),
+            timeoutMs,
+            () => `got ${messages.length} of ${count} messages: ${JSON.stringify(messages)}`,
+          ),
       }),
     );
   });

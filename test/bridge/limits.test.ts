@@ -1,12 +1,5 @@
 import { expect } from 'chai';
-import { echoPeer, makeRoot, startEngine } from '../helpers.js';
-
-async function failure(run: Promise<void>): Promise<string> {
-  return run.then(
-    () => 'no error',
-    (error: Error) => error.message,
-  );
-}
+import { echoPeer, makeRoot, settle, startEngine } from '../helpers.js';
 
 describe('tenant limits', () => {
   it('limits: a script that never yields is stopped at callTimeoutMs; the tenant and the others carry on', async () => {
@@ -16,7 +9,7 @@ describe('tenant limits', () => {
       'b/ok.js': 'console.log("b was not stopped");',
     });
     const t = await startEngine(root, { limits: { callTimeoutMs: 200 } });
-    const [spin, other] = await Promise.all([failure(t.engine.run('a/spin.js')), failure(t.engine.run('b/ok.js'))]);
+    const [spin, other] = await Promise.all([settle(t.engine.run('a/spin.js')), settle(t.engine.run('b/ok.js'))]);
     expect(spin).to.equal('ISLET_ERR_TIMEOUT: tenant "a" ran past its budget of 200 ms (limit callTimeoutMs); the events of that call were dropped');
     expect(other).to.equal('no error');
     await t.engine.run('a/ok.js');
@@ -41,11 +34,11 @@ describe('tenant limits', () => {
       const t = await startEngine(root, { limits: { memoryMiB: 16 } });
       const connected = t.engine.run('p/connect.js');
       await t.waitForLine((l) => l === 'echo before count 1');
-      expect(await failure(t.engine.run('p/grow.js'))).to.equal(
+      expect(await settle(t.engine.run('p/grow.js'))).to.equal(
         'ISLET_ERR_MEMORY_LIMIT: tenant "p" ran out of its 16 MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event',
       );
       // connect.js was pending on its client when the isolate went: it failed with it.
-      expect(await failure(connected)).to.match(/^ISLET_ERR_MEMORY_LIMIT/);
+      expect(await settle(connected)).to.match(/^ISLET_ERR_MEMORY_LIMIT/);
       await t.engine.run('p/after.js');
       expect(t.lines()).to.deep.equal(['echo before count 1', 'globals reset: undefined', 'echo after count 1']);
       expect(peer.received).to.deep.equal(['before', 'after']);

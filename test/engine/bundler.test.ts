@@ -2,16 +2,11 @@ import { expect } from 'chai';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Bundler } from '../../engine/bundler.js';
-import { makeRoot, startEngine } from '../helpers.js';
+import { makeRoot, settle, startEngine } from '../helpers.js';
 
 async function runError(root: string, script: string): Promise<string> {
   const t = await startEngine(root);
-  try {
-    await t.engine.run(script);
-  } catch (error) {
-    return (error as Error).message;
-  }
-  throw new Error(`${script} ran without an error`);
+  return settle(t.engine.run(script));
 }
 
 describe('bundler', () => {

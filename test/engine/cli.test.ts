@@ -1,6 +1,8 @@
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import path from 'node:path';
-import { echoPeer, makeRoot, runCli, seedProject } from '../helpers.js';
+import { CLI, connect, echoPeer, makeRoot, runCli, seedProject } from '../helpers.js';
 
 describe('islet run', () => {
   it('islet run: the seed client and handler print their lines in order and exit 0', async () => {
@@ -87,5 +89,40 @@ describe('islet run', () => {
     const badOption = await runCli(['run', 'x.js', '--nope']);
     expect(badOption.code).to.equal(2);
     expect(badOption.stderr).to.contain("Unknown option '--nope'");
+  });
+});
+
+describe('islet serve', () => {
+  it('islet serve: prints each endpoint URL and bad descriptors, serves them, and closes sessions with 1012 on SIGTERM', async () => {
+    const root = makeRoot({
+      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
+      'p/h.js': 'exports.onMessage = (m) => "got " + m;\nexports.onOpen = () => console.log("opened");',
+      'p/bad.websocket': JSON.stringify({ endpoint: 'x' }),
+    });
+    const child = spawn(process.execPath, [CLI, 'serve', root, '--port', '0'], { cwd: root });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = once(child, 'close');
+    try {
+      const url = await new Promise<string>((resolve) =>
+        child.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+          const found = /(ws:\/\/127\.0\.0\.1:\d+\/websockets\/v4\/service\/e) {2}\(p\/e\.websocket → p\/h\)/.exec(stdout);
+          if (found && stdout.includes('listening on')) resolve(found[1]!);
+        }),
+      );
+      expect(stderr).to.contain('islet: ISLET_ERR_DESCRIPTOR: p/bad.websocket: field "handler": is required');
+      const client = await connect(url);
+      client.ws.send('hi');
+      expect(await client.receive(1)).to.deep.equal(['got hi']);
+      child.kill('SIGTERM');
+      expect((await client.closed)[0]).to.equal(1012);
+      const [code] = (await exited) as [number];
+      expect(code).to.equal(0);
+      expect(stdout).to.contain('[p] opened');
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 });
