@@ -67,6 +67,8 @@ export type LogLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
 
 export type WorkerToHost =
   | { t: 'ready' }
+  /** The worker has received `seq` frames and starts on them now; the host may forget them. */
+  | { t: 'ack'; seq: number }
   | { t: 'needIds' }
   | { t: 'connect'; socket: SocketInfo }
   | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }

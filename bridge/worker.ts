@@ -155,9 +155,20 @@ function queue(tenant: Tenant, kind: number, id: number, text: string): void {
   }
 }
 
+/** Frames received from the host, and how many of them the host knows we started on. */
+let received = 0;
+let acknowledged = 0;
+
 /** Once per turn: one call into each tenant that has events. */
 function flush(): void {
   flushScheduled = false;
+  // Tell the host, before running them, that these frames are taken: if this
+  // process dies now, it sends the new one only what comes after them.
+  if (received > acknowledged) {
+    acknowledged = received;
+    send({ t: 'ack', seq: received });
+    writer.flush();
+  }
   for (const tenant of dirty) {
     dirty.delete(tenant);
     if (tenants.get(tenant.name) !== tenant) continue;
@@ -343,6 +354,7 @@ function onFrame(kind: number, id: number, payload: Buffer): void {
 }
 
 const reader = new FrameReader((kind, id, payload) => {
+  received++;
   try {
     onFrame(kind, id, payload);
   } catch (error) {

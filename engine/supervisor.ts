@@ -2,7 +2,9 @@
 // node process (with --no-node-snapshot, which isolated-vm needs) reached
 // through one duplex pipe on its fd 3. A worker that dies is started again by
 // the engine; what the host sends meanwhile waits here and goes out, in
-// order, once the new process is ready.
+// order, once the new process is ready. So do the frames the dead process had
+// not started on: the worker acknowledges frames (`ack`, a count) before it
+// runs them, and the host keeps every frame it sent until acknowledged.
 import { type ChildProcess, spawn } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +28,32 @@ export interface WorkerListener {
 
 type Frame = (writer: FrameWriter) => void;
 
+/** Frames sent to the current process and not yet acknowledged, oldest first. */
+class Unacknowledged {
+  private frames: { seq: number; frame: Frame }[] = [];
+  private head = 0;
+
+  add(seq: number, frame: Frame): void {
+    this.frames.push({ seq, frame });
+  }
+
+  /** The worker has started on every frame up to `seq`. */
+  ack(seq: number): void {
+    while (this.head < this.frames.length && this.frames[this.head]!.seq <= seq) this.head++;
+    if (this.head > 1024 && this.head * 2 > this.frames.length) {
+      this.frames = this.frames.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  take(): Frame[] {
+    const rest = this.frames.slice(this.head).map((f) => f.frame);
+    this.frames = [];
+    this.head = 0;
+    return rest;
+  }
+}
+
 export class SandboxWorker {
   /** Tenants placed on this worker; they stay here across restarts. */
   readonly tenants = new Set<string>();
@@ -35,6 +63,9 @@ export class SandboxWorker {
   private writer: FrameWriter | null = null;
   private isReady = false;
   private queued: Frame[] = [];
+  /** Frames written to the current process; the worker counts the same. */
+  private written = 0;
+  private readonly unacknowledged = new Unacknowledged();
   private exited: Promise<void> = Promise.resolve();
 
   constructor(
@@ -71,8 +102,12 @@ export class SandboxWorker {
           this.listener.ready(this);
           const queued = this.queued;
           this.queued = [];
-          for (const frame of queued) frame(writer);
+          for (const frame of queued) this.writeNow(frame, true);
           started();
+          return;
+        }
+        if (message.t === 'ack') {
+          this.unacknowledged.ack(message.seq);
           return;
         }
         this.listener.control(this, message);
@@ -89,28 +124,42 @@ export class SandboxWorker {
       this.writer = null;
       this.isReady = false;
       this.modules.clear();
+      // What the dead process had not started on goes to the next one first.
+      this.queued = [...this.unacknowledged.take(), ...this.queued];
+      this.written = 0;
       this.listener.exit(this, child.pid, code, signal);
     });
-    writer.control(this.init());
+    this.writeNow((w) => w.control(this.init()), false);
     return whenReady;
   }
 
+  /**
+   * Sends a control message. A script run is not sent again to a new process
+   * if the old one died (the engine fails the run); everything else is.
+   */
   send(message: HostToWorker): void {
-    this.write((writer) => writer.control(message));
+    this.write((writer) => writer.control(message), message.t !== 'run');
   }
 
   text(id: number, payload: Buffer): void {
-    this.write((writer) => writer.text(FrameKind.TextIn, id, payload));
+    this.write((writer) => writer.text(FrameKind.TextIn, id, payload), true);
   }
 
-  /** Sends now, ahead of anything queued; only from `WorkerListener.ready`. */
+  /** Sends now, ahead of anything queued; only from `WorkerListener.ready` (sent again at each start). */
   sendFirst(message: HostToWorker): void {
-    this.writer?.control(message);
+    this.writeNow((writer) => writer.control(message), false);
   }
 
-  private write(frame: Frame): void {
-    if (this.isReady && this.writer !== null) frame(this.writer);
-    else this.queued.push(frame);
+  private write(frame: Frame, replay: boolean): void {
+    if (this.isReady && this.writer !== null) this.writeNow(frame, replay);
+    else if (replay) this.queued.push(frame);
+  }
+
+  private writeNow(frame: Frame, replay: boolean): void {
+    if (this.writer === null) return;
+    const seq = ++this.written;
+    if (replay) this.unacknowledged.add(seq, frame);
+    frame(this.writer);
   }
 
   /** Kills the process (the engine decides whether it comes back). */

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { CLI, echoPeer, makeRoot, startEngine } from '../helpers.js';
+import { CLI, connect, echoPeer, makeRoot, serveRoot, startEngine } from '../helpers.js';
 
 describe('sandbox worker death', () => {
   it('worker death: SIGKILL fails the running script, the host restarts the worker and keeps client sockets open', async () => {
@@ -67,5 +67,34 @@ describe('sandbox worker death', () => {
     expect(stderr).to.contain(`islet: sandbox worker 0 (pid ${workerPid}) died (signal SIGKILL); restarting it`);
     expect(stderr).to.contain('ISLET_ERR_WORKER_DIED: sandbox worker 0 died (signal SIGKILL) while running a script');
     expect(stdout).to.equal('[p] started\n');
+  });
+});
+
+describe('sandbox worker death: delivery', () => {
+  it('worker death: the events a dead worker had not started reach the restarted one, in order; the running one is lost', async () => {
+    const root = makeRoot({
+      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
+      'p/h.js': `
+        exports.onMessage = (m) => {
+          if (m === "busy") { const end = Date.now() + 800; while (Date.now() < end); }
+          return "got " + m;
+        };
+      `,
+    });
+    const s = await serveRoot(root);
+    const client = await connect(s.url('e'));
+    client.ws.send('0');
+    await client.receive(1);
+    const [pid] = s.engine.workerPids;
+    const restarted = once(s.engine, 'workerRestart');
+    // The worker is busy in a handler: what follows waits in the pipe, not started.
+    client.ws.send('busy');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    for (let i = 1; i <= 20; i++) client.ws.send(String(i));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    process.kill(pid!, 'SIGKILL');
+    await restarted;
+    const replies = await client.receive(21);
+    expect(replies).to.deep.equal(['got 0', ...Array.from({ length: 20 }, (_, i) => `got ${i + 1}`)]);
   });
 });

@@ -1,0 +1,478 @@
+// `npm run bench`: the price of the sandbox, measured against plain `ws` in
+// the same run. Every figure is a ratio of islet to plain ws taken on this
+// machine now, with the two alternated (A B A B) so drift shows. Loopback
+// only; every phase is bounded in count and time. Prints a table and writes
+// RESULTS.md and chart.svg (into --out DIR, default bench/).
+//   node dist/bench/run.js [--smoke] [--out DIR]
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import WebSocket from 'ws';
+import type { LoadResult, LoadSpec } from './load.js';
+
+const REPO = fileURLToPath(new URL('../..', import.meta.url));
+const LOAD = fileURLToPath(new URL('./load.js', import.meta.url));
+const PLAIN = fileURLToPath(new URL('./plain-echo.js', import.meta.url));
+const ISLET = path.join(REPO, 'bin', 'islet.js');
+const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
+
+const { values: args } = parseArgs({ options: { smoke: { type: 'boolean' }, out: { type: 'string' } } });
+const SMOKE = args.smoke === true;
+const OUT = path.resolve(args.out ?? path.join(REPO, 'bench'));
+const SCALE = SMOKE
+  ? { loadMs: 300, rounds: 1, tenants: 5, sessions: 50, recoveries: 1, runs: 1 }
+  : { loadMs: 4000, rounds: 2, tenants: 300, sessions: 10_000, recoveries: 5, runs: 5 };
+
+// ---- processes and their cost -------------------------------------------------
+
+interface Target {
+  name: 'islet' | 'ws';
+  child: ChildProcess;
+  port: number;
+  url(endpoint: string): string;
+  /** The host process and, for islet, its sandbox workers. */
+  pids(): number[];
+}
+
+function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      const found = pattern.exec(text);
+      if (found) resolve(found);
+    });
+    child.once('exit', (code) => reject(new Error(`exited with ${code} before printing ${pattern}: ${text}`)));
+  });
+}
+
+async function startPlain(): Promise<Target> {
+  const child = spawn(process.execPath, [PLAIN], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = Number((await waitForLine(child, /^(\d+)\n/))[1]);
+  return { name: 'ws', child, port, url: () => `ws://127.0.0.1:${port}/`, pids: () => [child.pid!] };
+}
+
+async function startIslet(root: string): Promise<Target> {
+  const child = spawn(process.execPath, [ISLET, 'serve', root, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = Number((await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+  return {
+    name: 'islet',
+    child,
+    port,
+    url: (endpoint) => `ws://127.0.0.1:${port}/websockets/v4/service/${endpoint}`,
+    pids: () => [child.pid!, ...workerPids(child)],
+  };
+}
+
+function workerPids(host: ChildProcess): number[] {
+  try {
+    return execFileSync('pgrep', ['-P', String(host.pid), '-f', 'bridge/worker.js']).toString().trim().split('\n').map(Number);
+  } catch {
+    return [];
+  }
+}
+
+async function stop(target: Target): Promise<void> {
+  const exited = new Promise((resolve) => target.child.once('exit', resolve));
+  target.child.kill('SIGTERM');
+  await exited;
+}
+
+function cpuTicks(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
+    } catch {
+      // gone
+    }
+  }
+  return ticks;
+}
+
+function rssKiB(pids: number[]): number {
+  let kib = 0;
+  for (const pid of pids) {
+    try {
+      kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+    } catch {
+      // gone
+    }
+  }
+  return kib;
+}
+
+function runNode(file: string, argv: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [file, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${path.basename(file)} exited with ${code}`))));
+  });
+}
+
+// ---- scenarios ----------------------------------------------------------------
+
+interface EchoFigures {
+  rate: number;
+  p50Us: number;
+  p99Us: number;
+  cpuUsPerMessage: number;
+  peakRssMiB: number;
+}
+
+/** One load run against one target, with its CPU and peak RSS over all its processes. */
+async function echoRun(target: Target, spec: Omit<LoadSpec, 'url'>): Promise<EchoFigures> {
+  const pids = target.pids();
+  const before = cpuTicks(pids);
+  let peak = rssKiB(pids);
+  const sampler = setInterval(() => (peak = Math.max(peak, rssKiB(pids))), 50);
+  const result = JSON.parse(await runNode(LOAD, [JSON.stringify({ ...spec, url: target.url('echo') })])) as LoadResult;
+  clearInterval(sampler);
+  const ticks = cpuTicks(pids) - before;
+  if (result.errors > 0 || result.messages === 0) throw new Error(`${target.name}: ${result.errors} errors, ${result.messages} messages`);
+  return {
+    rate: result.messages / result.seconds,
+    p50Us: result.p50Us,
+    p99Us: result.p99Us,
+    cpuUsPerMessage: (ticks * TICK_US) / result.messages,
+    peakRssMiB: peak / 1024,
+  };
+}
+
+function mean(list: EchoFigures[]): EchoFigures {
+  const avg = (key: keyof EchoFigures): number => list.reduce((sum, f) => sum + f[key], 0) / list.length;
+  return {
+    rate: avg('rate'),
+    p50Us: avg('p50Us'),
+    p99Us: avg('p99Us'),
+    cpuUsPerMessage: avg('cpuUsPerMessage'),
+    peakRssMiB: Math.max(...list.map((f) => f.peakRssMiB)),
+  };
+}
+
+function makeRoot(tenants: number): string {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'islet-bench-'));
+  const write = (file: string, text: string): void => {
+    mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+    writeFileSync(path.join(root, file), text);
+  };
+  write('echo/echo.websocket', JSON.stringify({ handler: 'echo/echo', endpoint: 'echo' }));
+  write('echo/echo.js', 'exports.onMessage = function (message) { return message; };\n');
+  for (let i = 0; i < tenants; i++) {
+    write(`t${i}/e.websocket`, JSON.stringify({ handler: `t${i}/h`, endpoint: `t${i}` }));
+    write(`t${i}/h.js`, `exports.onMessage = function (message) { return "t${i} " + message; };\n`);
+  }
+  return root;
+}
+
+/** Alternates plain ws and islet (A B A B) under the same load; fresh servers per message size. */
+async function echo(root: string, spec: Omit<LoadSpec, 'url'>): Promise<{ ws: EchoFigures; islet: EchoFigures }> {
+  const ws = await startPlain();
+  const islet = await startIslet(root);
+  try {
+    // Warm both (JIT, the tenant's isolate and bundle) outside the measurement.
+    for (const target of [ws, islet]) await echoRun(target, { ...spec, durationMs: Math.min(500, spec.durationMs) });
+    const runs: { ws: EchoFigures[]; islet: EchoFigures[] } = { ws: [], islet: [] };
+    for (let round = 0; round < SCALE.rounds; round++) {
+      runs.ws.push(await echoRun(ws, spec));
+      runs.islet.push(await echoRun(islet, spec));
+    }
+    return { ws: mean(runs.ws), islet: mean(runs.islet) };
+  } finally {
+    await Promise.all([stop(ws), stop(islet)]);
+  }
+}
+
+function firstReply(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const start = process.hrtime.bigint();
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    ws.once('open', () => ws.send('x'));
+    ws.once('message', () => {
+      resolve(Number(process.hrtime.bigint() - start) / 1e6);
+      ws.close();
+    });
+    ws.once('error', reject);
+  });
+}
+
+function percentiles(list: number[]): { p50: number; p99: number } {
+  const sorted = [...list].sort((a, b) => a - b);
+  const at = (p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))]!;
+  return { p50: at(50), p99: at(99) };
+}
+
+/** Connect + first message + reply per tenant: cold (bundle cache empty), cold (bundle cached), warm. */
+async function coldStart(root: string): Promise<{ empty: number[]; cached: number[]; warm: number[]; idleTenantKiB: number }> {
+  const islet = await startIslet(root);
+  try {
+    const times = async (): Promise<number[]> => {
+      const list: number[] = [];
+      for (let i = 0; i < SCALE.tenants; i++) list.push(await firstReply(islet.url(`t${i}`)));
+      return list;
+    };
+    await firstReply(islet.url('echo')); // the worker and the echo tenant are up
+    const before = rssKiB(islet.pids());
+    const empty = await times();
+    const idleTenantKiB = (rssKiB(islet.pids()) - before) / SCALE.tenants;
+    const warm = await times();
+    // Kill the worker: its isolates are gone, the host's bundle cache is not.
+    const [worker] = workerPids(islet.child);
+    process.kill(worker!, 'SIGKILL');
+    while (workerPids(islet.child).length === 0 || workerPids(islet.child)[0] === worker) await sleep(20);
+    await firstReply(islet.url('echo'));
+    const cached = await times();
+    return { empty, cached, warm, idleTenantKiB };
+  } finally {
+    await stop(islet);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** RSS per open idle session, islet against plain ws. */
+async function idleSessions(root: string): Promise<{ ws: number; islet: number }> {
+  const perSession = async (target: Target): Promise<number> => {
+    if (target.name === 'islet') await firstReply(target.url('echo'));
+    await sleep(200);
+    const before = rssKiB(target.pids());
+    const holder = spawn(process.execPath, [LOAD, JSON.stringify({ url: target.url('echo'), hold: SCALE.sessions })], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await waitForLine(holder, /"opened":(\d+)/);
+    await sleep(500);
+    const after = rssKiB(target.pids());
+    holder.kill('SIGKILL');
+    return (after - before) / SCALE.sessions;
+  };
+  const ws = await startPlain();
+  const islet = await startIslet(root);
+  try {
+    return { ws: await perSession(ws), islet: await perSession(islet) };
+  } finally {
+    await Promise.all([stop(ws), stop(islet)]);
+  }
+}
+
+/** From a worker's SIGKILL to the reply to a message sent right after it. */
+async function recovery(root: string): Promise<number[]> {
+  const islet = await startIslet(root);
+  try {
+    const ws = new WebSocket(islet.url('echo'), { perMessageDeflate: false });
+    await new Promise((resolve) => ws.once('open', resolve));
+    const roundTrip = (): Promise<void> =>
+      new Promise((resolve) => {
+        ws.once('message', () => resolve());
+        ws.send('x');
+      });
+    await roundTrip();
+    const list: number[] = [];
+    for (let i = 0; i < SCALE.recoveries; i++) {
+      const [worker] = workerPids(islet.child);
+      const start = process.hrtime.bigint();
+      process.kill(worker!, 'SIGKILL');
+      await roundTrip();
+      list.push(Number(process.hrtime.bigint() - start) / 1e6);
+      await sleep(100);
+    }
+    ws.close();
+    return list;
+  } finally {
+    await stop(islet);
+  }
+}
+
+/** `islet run` of the seed client against `node` running the same client on plain ws. */
+async function runScript(): Promise<{ islet: number[]; node: number[] }> {
+  const ws = await startPlain();
+  const root = mkdtempSync(path.join(os.tmpdir(), 'islet-bench-run-'));
+  try {
+    const uri = `ws://127.0.0.1:${ws.port}/`;
+    const seed = (file: string): string => readFileSync(path.join(REPO, 'examples/my-project', file), 'utf8');
+    mkdirSync(path.join(root, 'my-project'));
+    writeFileSync(path.join(root, 'my-project/client.js'), seed('client.js').replace(/ws:\/\/[^"]+/, uri));
+    writeFileSync(path.join(root, 'my-project/ws-handler.js'), seed('ws-handler.js'));
+    writeFileSync(
+      path.join(root, 'plain.cjs'),
+      `const WebSocket = require(${JSON.stringify(path.join(REPO, 'node_modules/ws'))});
+console.log("Connect to: ${uri}");
+const ws = new WebSocket("${uri}");
+ws.on("open", () => { console.log("Connection openned."); ws.send("hello"); ws.close(); });
+ws.on("message", (m) => console.log("Message received: " + m));
+ws.on("close", () => console.warn("Connection closed."));
+`,
+    );
+    const time = (argv: string[]): number => {
+      const start = process.hrtime.bigint();
+      execFileSync(process.execPath, argv, { cwd: root, stdio: 'ignore' });
+      return Number(process.hrtime.bigint() - start) / 1e6;
+    };
+    const result = { islet: [] as number[], node: [] as number[] };
+    for (let i = 0; i < SCALE.runs; i++) {
+      result.islet.push(time([ISLET, 'run', 'my-project/client.js']));
+      result.node.push(time([path.join(root, 'plain.cjs')]));
+    }
+    return result;
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+    await stop(ws);
+  }
+}
+
+// ---- report -------------------------------------------------------------------
+
+interface Row {
+  figure: string;
+  islet: string;
+  ws: string;
+  ratio: number | null;
+  target: string;
+  met: boolean | null;
+}
+
+const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+function versions(): string {
+  const version = (name: string): string => (JSON.parse(readFileSync(path.join(REPO, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? os.arch();
+  return [
+    `- Machine: ${cpu}, ${os.cpus().length} cores, ${fmt(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}`,
+    `- Node ${process.version}; ws ${version('ws')}, isolated-vm ${version('isolated-vm')}, esbuild ${version('esbuild')}`,
+  ].join('\n');
+}
+
+function table(rows: Row[]): string {
+  const lines = ['| figure | islet | plain ws | islet / ws | target | met |', '| --- | --- | --- | --- | --- | --- |'];
+  for (const r of rows) {
+    const met = r.met === null ? '' : r.met ? 'yes' : '**no**';
+    lines.push(`| ${r.figure} | ${r.islet} | ${r.ws} | ${r.ratio === null ? '' : `${fmt(r.ratio, 2)}×`} | ${r.target} | ${met} |`);
+  }
+  return lines.join('\n');
+}
+
+function chart(echoes: { label: string; ws: EchoFigures; islet: EchoFigures }[]): string {
+  const width = 640;
+  const barArea = 260;
+  const panel = (title: string, x0: number, values: { label: string; ws: number; islet: number }[], unit: string): string => {
+    const max = Math.max(...values.flatMap((v) => [v.ws, v.islet]));
+    let out = `<text x="${x0}" y="20" font-weight="bold">${title}</text>`;
+    values.forEach((v, i) => {
+      const x = x0 + i * 140;
+      [['ws', v.ws, '#999'], ['islet', v.islet, '#2a7']].forEach(([name, value, color], j) => {
+        const h = ((value as number) / max) * barArea;
+        const bx = x + j * 55;
+        out += `<rect x="${bx}" y="${40 + barArea - h}" width="45" height="${h}" fill="${color}"/>`;
+        out += `<text x="${bx + 22}" y="${35 + barArea - h}" text-anchor="middle" font-size="10">${fmt(value as number)}</text>`;
+        out += `<text x="${bx + 22}" y="${55 + barArea}" text-anchor="middle" font-size="11">${name}</text>`;
+      });
+      out += `<text x="${x + 50}" y="${72 + barArea}" text-anchor="middle" font-size="11">${v.label}</text>`;
+    });
+    return out + `<text x="${x0}" y="${92 + barArea}" font-size="11">${unit}</text>`;
+  };
+  const rate = echoes.map((e) => ({ label: e.label, ws: e.ws.rate, islet: e.islet.rate }));
+  const p99 = echoes.map((e) => ({ label: e.label, ws: e.ws.p99Us, islet: e.islet.p99Us }));
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${barArea + 110}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+${panel('Echo throughput', 10, rate, 'messages per second (higher is better)')}
+${panel('Echo p99 latency', 330, p99, 'microseconds (lower is better)')}
+</svg>
+`;
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const root = makeRoot(SCALE.tenants);
+  const rows: Row[] = [];
+  const add = (figure: string, islet: number, ws: number | null, unit: string, target: string, ok: ((ratio: number, islet: number) => boolean) | null, digits = 0): void => {
+    const ratio = ws === null ? null : islet / ws;
+    rows.push({
+      figure,
+      islet: `${fmt(islet, digits)} ${unit}`,
+      ws: ws === null ? '' : `${fmt(ws, digits)} ${unit}`,
+      ratio,
+      target,
+      met: ok === null ? null : ok(ratio ?? NaN, islet),
+    });
+  };
+  try {
+    const echoes: { label: string; ws: EchoFigures; islet: EchoFigures }[] = [];
+    for (const bytes of [64, 4096]) {
+      const label = bytes === 64 ? '64 B' : '4 KiB';
+      log(`echo ${label}: 8 connections × 16 in flight, ${SCALE.rounds}× A B`);
+      const result = await echo(root, { connections: 8, inflight: 16, bytes, durationMs: SCALE.loadMs });
+      echoes.push({ label, ...result });
+      add(`echo throughput, ${label}`, result.islet.rate, result.ws.rate, 'msg/s', '≥ 0.85×', (r) => r >= 0.85);
+      add(`server CPU per message, ${label}`, result.islet.cpuUsPerMessage, result.ws.cpuUsPerMessage, 'µs', '≤ 1.4×', (r) => r <= 1.4, 1);
+      add(`p50 latency, ${label}`, result.islet.p50Us, result.ws.p50Us, 'µs', '', null);
+      add(`p99 latency, ${label}`, result.islet.p99Us, result.ws.p99Us, 'µs', '≤ 1.5×', (r) => r <= 1.5);
+      add(`peak RSS, ${label}`, result.islet.peakRssMiB, result.ws.peakRssMiB, 'MiB', bytes === 4096 ? '≤ 2×' : '', bytes === 4096 ? (r) => r <= 2 : null, 1);
+    }
+    log('one connection, one message in flight, 64 B');
+    const single = await echo(root, { connections: 1, inflight: 1, bytes: 64, durationMs: SCALE.loadMs });
+    add('p50 latency, 1 connection × 1 in flight', single.islet.p50Us, single.ws.p50Us, 'µs', '≤ 2×', (r) => r <= 2);
+    log(`tenant cold start over ${SCALE.tenants} tenants`);
+    const cold = await coldStart(root);
+    const empty = percentiles(cold.empty);
+    const cached = percentiles(cold.cached);
+    const warm = percentiles(cold.warm);
+    add('tenant cold start p50 (bundle cached): connect, first message, reply', cached.p50, warm.p50, 'ms', '≤ 5 ms', (_r, v) => v <= 5, 2);
+    add('tenant cold start p99 (bundle cached)', cached.p99, warm.p99, 'ms', '', null, 2);
+    add('tenant cold start p50 (empty bundle cache)', empty.p50, warm.p50, 'ms', '', null, 2);
+    add('tenant cold start p99 (empty bundle cache)', empty.p99, warm.p99, 'ms', '', null, 2);
+    add(`idle tenant (RSS over ${SCALE.tenants} tenants)`, cold.idleTenantKiB / 1024, null, 'MiB', '≤ 1.5 MiB', (_r, v) => v <= 1.5, 2);
+    log(`idle sessions: ${SCALE.sessions}`);
+    const idle = await idleSessions(root);
+    add(`idle session (RSS over ${fmt(SCALE.sessions)} sessions)`, idle.islet, idle.ws, 'KiB', '≤ 1.3×', (r) => r <= 1.3, 1);
+    log('recovery from a killed worker');
+    const recoveries = percentiles(await recovery(root));
+    add(`recovery: worker SIGKILL → next reply (p50 of ${SCALE.recoveries})`, recoveries.p50, null, 'ms', '', null, 1);
+    log('islet run of the seed client');
+    const runs = await runScript();
+    add(`islet run of the seed client (wall, p50 of ${SCALE.runs}; plain: node + ws)`, percentiles(runs.islet).p50, percentiles(runs.node).p50, 'ms', '', null);
+
+    const command = `node dist/bench/run.js${SMOKE ? ' --smoke' : ''}  (npm run bench${SMOKE ? ' -- --smoke' : ''})`;
+    const text = table(rows);
+    process.stdout.write(`\n${text}\n\n${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    mkdirSync(OUT, { recursive: true });
+    writeFileSync(
+      path.join(OUT, 'RESULTS.md'),
+      `# islet benchmark results
+
+${SMOKE ? '**Smoke run: durations and counts cut to seconds; not a measurement.**\n\n' : ''}Measured ${new Date().toISOString().slice(0, 10)} with \`${command}\`, in ${((Date.now() - started) / 1000).toFixed(0)} s.
+
+${versions()}
+- Load: a separate Node process with \`ws\` clients on 127.0.0.1, closed loop (each connection keeps its
+  messages in flight and sends one per reply); ${fmt(SCALE.loadMs / 1000, 1)} s per run, plain ws and islet
+  alternated ${SCALE.rounds}× (A B) after a warm-up, figures averaged. Server CPU and RSS are summed over the
+  host and its sandbox workers (islet) or the one process (plain ws), from /proc.
+- islet: \`islet serve\` with an echo endpoint whose handler returns the message; plain ws: a \`ws\` echo server.
+
+${text}
+
+![throughput and p99](chart.svg)
+`,
+    );
+    writeFileSync(path.join(OUT, 'chart.svg'), chart(echoes));
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+function log(line: string): void {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (error: Error) => {
+    process.stderr.write(`bench: ${error.stack}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,22 @@
+import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { REPO } from './helpers.js';
+
+describe('bench', () => {
+  it('bench: the benchmark runs in smoke mode and writes its table and chart', function () {
+    this.timeout(120_000);
+    const out = mkdtempSync(path.join(os.tmpdir(), 'islet-bench-smoke-'));
+    const result = spawnSync(process.execPath, [path.join(REPO, 'dist/bench/run.js'), '--smoke', '--out', out], { encoding: 'utf8' });
+    expect(result.status, result.stderr).to.equal(0);
+    const results = readFileSync(path.join(out, 'RESULTS.md'), 'utf8');
+    for (const figure of ['echo throughput, 64 B', 'echo throughput, 4 KiB', 'server CPU per message', 'p99 latency', 'peak RSS, 4 KiB',
+      '1 connection × 1 in flight', 'tenant cold start p50 (bundle cached)', 'empty bundle cache', 'idle tenant', 'idle session', 'recovery', 'islet run']) {
+      expect(results, figure).to.contain(`| ${figure}`);
+    }
+    expect(results).to.match(/\| echo throughput, 64 B \| [\d,]+ msg\/s \| [\d,]+ msg\/s \| [\d.]+× \|/);
+    expect(readFileSync(path.join(out, 'chart.svg'), 'utf8')).to.match(/^<svg [^>]+>[\s\S]*Echo throughput[\s\S]*<\/svg>\n$/);
+  });
+});
