@@ -19,7 +19,10 @@ const PLAIN = fileURLToPath(new URL('./plain-echo.js', import.meta.url));
 const ISLET = path.join(REPO, 'bin', 'islet.js');
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
-const { values: args } = parseArgs({ options: { smoke: { type: 'boolean' }, out: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { smoke: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' } } });
+/** --only echo,single,cold,idle,recovery,run: a subset, for working on one figure. */
+const ONLY = args.only === undefined ? null : new Set(args.only.split(','));
+const wanted = (name: string): boolean => ONLY === null || ONLY.has(name);
 const SMOKE = args.smoke === true;
 const OUT = path.resolve(args.out ?? path.join(REPO, 'bench'));
 const SCALE = SMOKE
@@ -403,7 +406,7 @@ async function main(): Promise<void> {
   };
   try {
     const echoes: { label: string; ws: EchoFigures; islet: EchoFigures }[] = [];
-    for (const bytes of [64, 4096]) {
+    for (const bytes of wanted('echo') ? [64, 4096] : []) {
       const label = bytes === 64 ? '64 B' : '4 KiB';
       log(`echo ${label}: 8 connections × 16 in flight, ${SCALE.rounds}× A B`);
       const result = await echo(root, { connections: 8, inflight: 16, bytes, durationMs: SCALE.loadMs });
@@ -414,32 +417,43 @@ async function main(): Promise<void> {
       add(`p99 latency, ${label}`, result.islet.p99Us, result.ws.p99Us, 'µs', '≤ 1.5×', (r) => r <= 1.5);
       add(`peak RSS, ${label}`, result.islet.peakRssMiB, result.ws.peakRssMiB, 'MiB', bytes === 4096 ? '≤ 2×' : '', bytes === 4096 ? (r) => r <= 2 : null, 1);
     }
-    log('one connection, one message in flight, 64 B');
-    const single = await echo(root, { connections: 1, inflight: 1, bytes: 64, durationMs: SCALE.loadMs });
-    add('p50 latency, 1 connection × 1 in flight', single.islet.p50Us, single.ws.p50Us, 'µs', '≤ 2×', (r) => r <= 2);
-    log(`tenant cold start over ${SCALE.tenants} tenants`);
-    const cold = await coldStart(root);
-    const empty = percentiles(cold.empty);
-    const cached = percentiles(cold.cached);
-    const warm = percentiles(cold.warm);
-    add('tenant cold start p50 (bundle cached): connect, first message, reply', cached.p50, warm.p50, 'ms', '≤ 5 ms', (_r, v) => v <= 5, 2);
-    add('tenant cold start p99 (bundle cached)', cached.p99, warm.p99, 'ms', '', null, 2);
-    add('tenant cold start p50 (empty bundle cache)', empty.p50, warm.p50, 'ms', '', null, 2);
-    add('tenant cold start p99 (empty bundle cache)', empty.p99, warm.p99, 'ms', '', null, 2);
-    add(`idle tenant (RSS over ${SCALE.tenants} tenants)`, cold.idleTenantKiB / 1024, null, 'MiB', '≤ 1.5 MiB', (_r, v) => v <= 1.5, 2);
-    log(`idle sessions: ${SCALE.sessions}`);
-    const idle = await idleSessions(root);
-    add(`idle session (RSS over ${fmt(SCALE.sessions)} sessions)`, idle.islet, idle.ws, 'KiB', '≤ 1.3×', (r) => r <= 1.3, 1);
-    log('recovery from a killed worker');
-    const recoveries = percentiles(await recovery(root));
-    add(`recovery: worker SIGKILL → next reply (p50 of ${SCALE.recoveries})`, recoveries.p50, null, 'ms', '', null, 1);
-    log('islet run of the seed client');
-    const runs = await runScript();
-    add(`islet run of the seed client (wall, p50 of ${SCALE.runs}; plain: node + ws)`, percentiles(runs.islet).p50, percentiles(runs.node).p50, 'ms', '', null);
+    if (wanted('single')) {
+      log('one connection, one message in flight, 64 B');
+      const single = await echo(root, { connections: 1, inflight: 1, bytes: 64, durationMs: SCALE.loadMs });
+      add('p50 latency, 1 connection × 1 in flight', single.islet.p50Us, single.ws.p50Us, 'µs', '≤ 2×', (r) => r <= 2);
+    }
+    if (wanted('cold')) {
+      log(`tenant cold start over ${SCALE.tenants} tenants`);
+      const cold = await coldStart(root);
+      const empty = percentiles(cold.empty);
+      const cached = percentiles(cold.cached);
+      const warm = percentiles(cold.warm);
+      add('tenant cold start p50 (bundle cached): connect, first message, reply', cached.p50, warm.p50, 'ms', '≤ 5 ms', (_r, v) => v <= 5, 2);
+      add('tenant cold start p99 (bundle cached)', cached.p99, warm.p99, 'ms', '', null, 2);
+      add('tenant cold start p50 (empty bundle cache)', empty.p50, warm.p50, 'ms', '', null, 2);
+      add('tenant cold start p99 (empty bundle cache)', empty.p99, warm.p99, 'ms', '', null, 2);
+        add(`idle tenant (RSS over ${SCALE.tenants} tenants)`, cold.idleTenantKiB / 1024, null, 'MiB', '≤ 1.5 MiB', (_r, v) => v <= 1.5, 2);
+    }
+    if (wanted('idle')) {
+      log(`idle sessions: ${SCALE.sessions}`);
+      const idle = await idleSessions(root);
+      add(`idle session (RSS over ${fmt(SCALE.sessions)} sessions)`, idle.islet, idle.ws, 'KiB', '≤ 1.3×', (r) => r <= 1.3, 1);
+    }
+    if (wanted('recovery')) {
+      log('recovery from a killed worker');
+      const recoveries = percentiles(await recovery(root));
+      add(`recovery: worker SIGKILL → next reply (p50 of ${SCALE.recoveries})`, recoveries.p50, null, 'ms', '', null, 1);
+    }
+    if (wanted('run')) {
+      log('islet run of the seed client');
+      const runs = await runScript();
+      add(`islet run of the seed client (wall, p50 of ${SCALE.runs}; plain: node + ws)`, percentiles(runs.islet).p50, percentiles(runs.node).p50, 'ms', '', null);
+    }
 
     const command = `node dist/bench/run.js${SMOKE ? ' --smoke' : ''}  (npm run bench${SMOKE ? ' -- --smoke' : ''})`;
     const text = table(rows);
     process.stdout.write(`\n${text}\n\n${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    if (ONLY !== null) return; // a partial run is for working on a figure, not a result
     mkdirSync(OUT, { recursive: true });
     writeFileSync(
       path.join(OUT, 'RESULTS.md'),

@@ -123,8 +123,10 @@ export class FrameWriter {
   flush(): void {
     this.scheduled = false;
     if (this.length === 0 || this.stream.destroyed) return;
-    // The stream keeps the chunk until written, so hand it a copy and reuse ours.
-    this.stream.write(Buffer.from(this.buffer.subarray(0, this.length)));
+    // The stream keeps the chunk until written: hand it over and start a new
+    // buffer (an allocation is cheaper than copying the batch).
+    this.stream.write(this.buffer.subarray(0, this.length));
+    this.buffer = Buffer.allocUnsafe(this.buffer.length);
     this.length = 0;
   }
 }

@@ -218,12 +218,12 @@ function forward(tenant: Tenant, output: Batch): void {
     switch (op) {
       case Op.Send: {
         if (sockets.get(id)?.tenant !== tenant.name) break;
-        const bytes = Buffer.from(text, 'utf8');
-        if (bytes.length > limits.maxMessageBytes) {
-          uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${bytes.length} bytes not sent (limit maxMessageBytes ${limits.maxMessageBytes})`);
+        const bytes = Buffer.byteLength(text);
+        if (bytes > limits.maxMessageBytes) {
+          uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${bytes} bytes not sent (limit maxMessageBytes ${limits.maxMessageBytes})`);
           break;
         }
-        writer.text(FrameKind.TextOut, id, bytes);
+        writer.text(FrameKind.TextOut, id, text);
         break;
       }
       case Op.Close: {

@@ -425,6 +425,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     text: (worker: SandboxWorker, id: number, payload: Buffer): void => {
       if (this.sockets.owns(worker, id)) this.sockets.send(id, payload);
     },
+    chunkDone: (): void => this.sockets.uncorkAll(),
     ready: (worker: SandboxWorker): void => {
       // A restarted worker gets its tenants' open sockets back, with their
       // handler bundles, before anything that was queued while it was down.

@@ -6,6 +6,7 @@
 // issued before a client opens wait, in order, and go out once it opens:
 // Dirigible's createWebsocket blocked until open, so scripts send straight
 // after it.
+import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import type { SocketInfo } from '../bridge/protocol.js';
 import type { SandboxWorker } from './supervisor.js';
@@ -32,6 +33,7 @@ export interface SocketHost {
 
 export class Sockets {
   private readonly sockets = new Map<number, HostSocket>();
+  private readonly corked = new Set<WebSocket>();
 
   constructor(private readonly host: SocketHost) {}
 
@@ -128,6 +130,22 @@ export class Sockets {
     socket.worker.send({ t: 'event', id: socket.info.id, event: 'close' });
   }
 
+  /**
+   * Corks a socket until `uncorkAll`: the replies of one batch from a worker
+   * leave in one write per socket instead of one each. ws has no public
+   * cork, so this reaches its underlying net.Socket.
+   */
+  private cork(ws: WebSocket): void {
+    if (this.corked.has(ws)) return;
+    (ws as unknown as { _socket: Socket })._socket.cork();
+    this.corked.add(ws);
+  }
+
+  uncorkAll(): void {
+    for (const ws of this.corked) (ws as unknown as { _socket: Socket })._socket.uncork();
+    this.corked.clear();
+  }
+
   /** Does `worker` own socket `id`? Output for anything else is dropped. */
   owns(worker: SandboxWorker, id: number): boolean {
     return this.sockets.get(id)?.worker === worker;
@@ -136,7 +154,10 @@ export class Sockets {
   send(id: number, payload: Buffer): void {
     const socket = this.sockets.get(id);
     if (socket === undefined) return;
-    if (socket.ws?.readyState === WebSocket.OPEN) socket.ws.send(payload, { binary: false });
+    if (socket.ws?.readyState === WebSocket.OPEN) {
+      this.cork(socket.ws);
+      socket.ws.send(payload, { binary: false });
+    }
     else if (socket.ws === null || socket.ws.readyState === WebSocket.CONNECTING) socket.waiting.push(payload);
     // Closing or closed: the close event is on its way to the tenant.
   }

@@ -21,6 +21,8 @@ const WORKER_ENTRY = fileURLToPath(new URL('../bridge/worker.js', import.meta.ur
 export interface WorkerListener {
   control(worker: SandboxWorker, message: WorkerToHost): void;
   text(worker: SandboxWorker, id: number, payload: Buffer): void;
+  /** Every frame of one chunk from the worker has been handled. */
+  chunkDone(): void;
   /** The process is ready; send what it must know before anything queued. */
   ready(worker: SandboxWorker): void;
   exit(worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null): void;
@@ -84,7 +86,10 @@ export class SandboxWorker {
 
   /** Starts the process; resolves once it has taken its init message. */
   start(): Promise<void> {
-    const child = spawn(process.execPath, ['--no-node-snapshot', WORKER_ENTRY], {
+    // A small young generation keeps the worker's RSS down under load (the
+    // strings copied in and out of isolates are short-lived): 98 -> 76 MB peak
+    // at 4 KiB echo, same CPU (measured with the bench's echo load).
+    const child = spawn(process.execPath, ['--no-node-snapshot', '--max-semi-space-size=2', WORKER_ENTRY], {
       stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
     });
     this.child = child;
@@ -115,7 +120,10 @@ export class SandboxWorker {
         this.listener.text(this, id, payload);
       }
     });
-    pipe.on('data', (chunk: Buffer) => reader.push(chunk));
+    pipe.on('data', (chunk: Buffer) => {
+      reader.push(chunk);
+      this.listener.chunkDone();
+    });
     // A dying worker's pipe errors (EPIPE, ECONNRESET); its exit is what counts.
     pipe.on('error', () => {});
     child.once('exit', (code, signal) => {
