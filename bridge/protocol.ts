@@ -123,11 +123,12 @@ export class FrameWriter {
   flush(): void {
     this.scheduled = false;
     if (this.length === 0 || this.stream.destroyed) return;
-    // The stream keeps the chunk until written: hand it over and start a new
-    // buffer (an allocation is cheaper than copying the batch).
     this.stream.write(this.buffer.subarray(0, this.length));
-    this.buffer = Buffer.allocUnsafe(this.buffer.length);
     this.length = 0;
+    // Usually the pipe takes the whole batch at once and our buffer is free
+    // again; if part of it is still queued, the stream holds the buffer, so
+    // start a new one. No copy of the batch either way.
+    if (this.stream.writableLength > 0) this.buffer = Buffer.allocUnsafe(this.buffer.length);
   }
 }
 
