@@ -87,7 +87,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly sockets: Sockets;
   /** Endpoints by name; loaded when the engine first serves. */
   private readonly served = new Map<string, Endpoint>();
-  /** Endpoint handler bundles, kept until the watcher sees a change. */
+  /** Handler bundles, kept until the watcher sees a change (only while watching). */
   private readonly handlerBundles = new Map<string, Promise<BundledCode>>();
   private wss: WebSocketServer | null = null;
   private watcher: FSWatcher | null = null;
@@ -338,16 +338,19 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
   }
 
-  /** An endpoint handler's bundle, made once until the next reload. */
+  /**
+   * A handler's bundle. While the root is watched it is made once until the
+   * next reload (a session per connection must not re-read the files);
+   * otherwise the bundler checks the files' content each time.
+   */
   private handlerBundle(handler: string): Promise<BundledCode> {
+    const fresh = async (): Promise<BundledCode> => {
+      const resolved = resolveHandler(this.root, handler, tenantOf(handler));
+      return this.bundler.bundle(resolved.relative, resolved.id);
+    };
+    if (this.watcher === null) return fresh();
     let bundle = this.handlerBundles.get(handler);
-    if (bundle === undefined) {
-      bundle = (async () => {
-        const resolved = resolveHandler(this.root, handler, tenantOf(handler));
-        return this.bundler.bundle(resolved.relative, resolved.id);
-      })();
-      this.handlerBundles.set(handler, bundle);
-    }
+    if (bundle === undefined) this.handlerBundles.set(handler, (bundle = fresh()));
     return bundle;
   }
 
@@ -397,8 +400,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   private async loadHandler(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const handler = resolveHandler(this.root, info.handler, info.tenant);
-    this.sendModule(worker, info.tenant, await this.bundler.bundle(handler.relative, handler.id));
+    this.sendModule(worker, info.tenant, await this.handlerBundle(info.handler));
   }
 
   /** Sends a bundle to a worker unless it already has this version. */
