@@ -25,6 +25,8 @@ export const ErrorCodes = {
   ISLET_ERR_IMPORT_REFUSED: 'import refused by the sandbox',
   /** esbuild could not bundle a tenant file (syntax error, missing file). */
   ISLET_ERR_BUNDLE: 'tenant code failed to bundle',
+  /** The outbound policy refused a client's connection (names the address and why). */
+  ISLET_ERR_OUTBOUND_DENIED: 'outbound connection refused by policy',
   /** A value that must be text was something else. */
   ISLET_ERR_NOT_TEXT: 'text expected',
   /** An API function got an argument of the wrong kind (a timer without a function). */

@@ -8,7 +8,8 @@ const HELP = `islet: run untrusted tenant scripts that speak Eclipse Dirigible's
 net/v4/websockets API, each project in its own V8 isolate.
 
 Usage:
-  islet run <script> [--root DIR] [--workers N]
+  islet run <script> [--root DIR] [--workers N] [--deny-private]
+            [--allow-host H]... [--deny-host H]...
       Runs a tenant script (JavaScript or TypeScript) in the isolate of its
       project: the first folder of its path under the projects root. Prints
       the script's console output as "[project] line" (warn and error on
@@ -18,6 +19,7 @@ Usage:
 
   islet serve [ROOT] [--port 8080] [--host 127.0.0.1] [--workers N]
               [--allow-origin ORIGIN]... [--max-message-bytes N]
+              [--allow-private] [--allow-host H]... [--deny-host H]...
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
       projects' pages at http://HOST:PORT/services/web/<project>/<path>.
@@ -38,6 +40,13 @@ Options:
   --max-message-bytes N
                   largest text message in or out, in bytes (bigger frames close
                   a session with 1009). Default: 1048576.
+  --deny-private  run: refuse outbound clients to loopback, private, link-local
+                  (cloud metadata) and other special addresses, as serve does.
+  --allow-private serve: let tenants' outbound clients reach those addresses.
+  --allow-host H, --deny-host H
+                  a host (example.com, *.example.com), address or CIDR range
+                  that outbound clients may always / never reach; deny wins.
+                  Names are checked against the address they resolve to.
   -h, --help      this text.
 `;
 
@@ -65,7 +74,14 @@ async function run(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { root: { type: 'string' }, workers: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      root: { type: 'string' },
+      workers: { type: 'string' },
+      'deny-private': { type: 'boolean' },
+      'allow-host': { type: 'string', multiple: true },
+      'deny-host': { type: 'string', multiple: true },
+      help: { type: 'boolean', short: 'h' },
+    },
   });
   if (values.help) {
     process.stdout.write(HELP);
@@ -73,7 +89,12 @@ async function run(args: string[]): Promise<number> {
   }
   if (positionals.length !== 1) usage('run takes exactly one script');
   const workers = values.workers === undefined ? undefined : Number(values.workers);
-  const engine = new Engine({ root: values.root ?? process.cwd(), workers });
+  const engine = new Engine({
+    root: values.root ?? process.cwd(),
+    workers,
+    // A script run on one's own machine may reach its services; a server's tenants may not.
+    outbound: { allowPrivate: values['deny-private'] !== true, allow: values['allow-host'], deny: values['deny-host'] },
+  });
   watch(engine);
   const stop = (): void => void engine.close().then(() => process.exit(130));
   process.once('SIGINT', stop);
@@ -101,6 +122,9 @@ async function serve(args: string[]): Promise<number> {
       workers: { type: 'string' },
       'allow-origin': { type: 'string', multiple: true },
       'max-message-bytes': { type: 'string' },
+      'allow-private': { type: 'boolean' },
+      'allow-host': { type: 'string', multiple: true },
+      'deny-host': { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -116,6 +140,7 @@ async function serve(args: string[]): Promise<number> {
     workers: values.workers === undefined ? undefined : Number(values.workers),
     allowedOrigins: values['allow-origin'] ?? null,
     limits: { maxMessageBytes },
+    outbound: { allowPrivate: values['allow-private'] === true, allow: values['allow-host'], deny: values['deny-host'] },
   });
   watch(engine);
   const host = values.host;

@@ -20,6 +20,7 @@ import { SandboxWorker } from './supervisor.js';
 
 export { IsletError, ErrorCodes, type ErrorCode } from '../bridge/errors.js';
 export { DEFAULT_LIMITS, type EngineOptions } from './options.js';
+export type { OutboundOptions } from './outbound.js';
 export type { TenantLimits, LogLevel } from '../bridge/protocol.js';
 export type { Endpoint, DescriptorProblem } from './projects.js';
 
@@ -113,6 +114,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       },
       maxMessageBytes: this.options.limits.maxMessageBytes,
       handshakeTimeoutMs: this.options.handshakeTimeoutMs,
+      outbound: this.options.outbound,
     });
   }
 

@@ -4,6 +4,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { IsletError } from '../bridge/errors.js';
 import type { TenantLimits } from '../bridge/protocol.js';
+import { type OutboundOptions, OutboundPolicy } from './outbound.js';
 
 export interface EngineOptions {
   /** Projects root: each folder in it is a project (a tenant). Default: the current folder. */
@@ -21,6 +22,11 @@ export interface EngineOptions {
   allowedOrigins?: string[] | null;
   /** Reload descriptors and handlers when files under the root change. Default: true. */
   watch?: boolean;
+  /**
+   * Where outbound clients may connect. Default: anywhere but loopback,
+   * private, link-local (cloud metadata) and other special addresses.
+   */
+  outbound?: OutboundOptions;
 }
 
 export const DEFAULT_LIMITS: TenantLimits = {
@@ -38,6 +44,7 @@ export interface ResolvedOptions {
   handshakeTimeoutMs: number;
   allowedOrigins: string[] | null;
   watch: boolean;
+  outbound: OutboundPolicy;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -91,5 +98,6 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     handshakeTimeoutMs: integer('handshakeTimeoutMs', options.handshakeTimeoutMs ?? 10_000, [1, 600_000]),
     allowedOrigins: origins(options.allowedOrigins),
     watch: options.watch ?? true,
+    outbound: new OutboundPolicy(options.outbound ?? {}, false),
   };
 }

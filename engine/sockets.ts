@@ -6,9 +6,10 @@
 // issued before a client opens wait, in order, and go out once it opens:
 // Dirigible's createWebsocket blocked until open, so scripts send straight
 // after it.
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import WebSocket from 'ws';
 import type { SocketInfo } from '../bridge/protocol.js';
+import { type OutboundPolicy, refused } from './outbound.js';
 import type { SandboxWorker } from './supervisor.js';
 
 /** A close a tenant asked for before the socket opened. */
@@ -29,6 +30,7 @@ export interface SocketHost {
   handlerFailed(worker: SandboxWorker, info: SocketInfo, error: Error): void;
   maxMessageBytes: number;
   handshakeTimeoutMs: number;
+  outbound: OutboundPolicy;
 }
 
 export class Sockets {
@@ -68,6 +70,14 @@ export class Sockets {
       return;
     }
     if (this.sockets.get(info.id) !== socket) return;
+    const host = new URL(info.uri).hostname.replace(/^\[(.*)\]$/, '$1');
+    if (isIP(host) !== 0) {
+      const why = this.host.outbound.refusal(host, host);
+      if (why !== null) {
+        this.ended(socket, refused(info.uri, why).message);
+        return;
+      }
+    }
     let ws: WebSocket;
     try {
       ws = new WebSocket(info.uri, {
@@ -75,6 +85,8 @@ export class Sockets {
         handshakeTimeout: this.host.handshakeTimeoutMs,
         perMessageDeflate: false,
         followRedirects: false,
+        // Names are checked against the address they resolve to, and the socket connects to that address.
+        lookup: this.host.outbound.lookup(info.uri),
       });
     } catch (error) {
       this.ended(socket, (error as Error).message);

@@ -109,9 +109,10 @@ export interface TestEngine {
   waitForLine(match: (line: string) => boolean, timeoutMs?: number): Promise<string>;
 }
 
-/** A started engine over `root` that records its tenants' logs and errors; closed after each test. */
+/** A started engine over `root` (outbound clients may reach loopback) that records its tenants' logs and errors; closed after each test. */
 export async function startEngine(root: string, options: EngineOptions = {}): Promise<TestEngine> {
-  const engine = new Engine({ ...options, root });
+  // Test peers live on loopback, which the engine refuses by default.
+  const engine = new Engine({ outbound: { allowPrivate: true }, ...options, root });
   engines.push(engine);
   const logs: TenantLog[] = [];
   const errors: TenantFailure[] = [];
