@@ -45,6 +45,8 @@ export const ErrorCodes = {
   ISLET_ERR_UNCAUGHT: 'uncaught error in tenant code',
   /** A sandbox worker process died; the host restarts it. */
   ISLET_ERR_WORKER_DIED: 'sandbox worker died',
+  /** A tenant that kept killing its worker is in quarantine. */
+  ISLET_ERR_QUARANTINED: 'tenant quarantined',
   /** The engine is not started, or is closing. */
   ISLET_ERR_ENGINE_CLOSED: 'engine not running',
   /** `require()` at run time of a module the sandbox does not provide. */

@@ -67,8 +67,13 @@ export type LogLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
 
 export type WorkerToHost =
   | { t: 'ready' }
-  /** The worker has received `seq` frames and starts on them now; the host may forget them. */
-  | { t: 'ack'; seq: number }
+  /**
+   * The worker has received `seq` frames and starts on them now (the host may
+   * forget them): it is about to call into `tenant`'s isolate.
+   */
+  | { t: 'ack'; seq: number; tenant: string }
+  /** The turn is over: no tenant code runs until the next ack. */
+  | { t: 'idle'; seq: number }
   | { t: 'needIds' }
   | { t: 'connect'; socket: SocketInfo }
   | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }

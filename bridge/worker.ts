@@ -162,16 +162,15 @@ let acknowledged = 0;
 /** Once per turn: one call into each tenant that has events. */
 function flush(): void {
   flushScheduled = false;
-  // Tell the host, before running them, that these frames are taken: if this
-  // process dies now, it sends the new one only what comes after them.
-  if (received > acknowledged) {
-    acknowledged = received;
-    send({ t: 'ack', seq: received });
-    writer.flush();
-  }
   for (const tenant of dirty) {
     dirty.delete(tenant);
     if (tenants.get(tenant.name) !== tenant) continue;
+    // Tell the host, before running them, that the frames received so far are
+    // taken and whose code runs now: if this process dies during the call,
+    // the host sends the new one only what came after, and knows the culprit.
+    acknowledged = received;
+    send({ t: 'ack', seq: received, tenant: tenant.name });
+    writer.flush();
     let output: Batch;
     try {
       output = tenant.dispatch();
@@ -182,6 +181,8 @@ function flush(): void {
     forward(tenant, output);
     settleRuns(tenant.name);
   }
+  // Goes out with this turn's output: no tenant code is running any more.
+  send({ t: 'idle', seq: acknowledged });
 }
 
 /** A call into the isolate threw: it timed out, or the isolate is gone. */

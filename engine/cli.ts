@@ -68,6 +68,7 @@ function watch(engine: Engine): void {
     process.stderr.write(`islet: sandbox worker ${worker} (pid ${pid}) died (${how}); restarting it\n`);
   });
   engine.on('workerRestart', ({ worker, pid }) => process.stderr.write(`islet: sandbox worker ${worker} restarted (pid ${pid})\n`));
+  engine.on('tenantQuarantined', ({ tenant, error }) => process.stderr.write(`[${tenant}] ${error.message}\n`));
 }
 
 async function run(args: string[]): Promise<number> {

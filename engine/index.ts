@@ -15,6 +15,7 @@ import { Bundler, bundleRuntime } from './bundler.js';
 import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type DescriptorProblem, type Endpoint, scanProjects } from './projects.js';
 import { handlerFileMatcher, refuseUpgrade, SERVICE_PREFIX, serveStatic } from './server.js';
+import { Quarantine } from './quarantine.js';
 import { Sockets } from './sockets.js';
 import { SandboxWorker } from './supervisor.js';
 
@@ -56,6 +57,8 @@ export interface EngineEvents {
   descriptorError: [DescriptorProblem];
   /** The endpoints served, after each (re)load of the projects root. */
   endpoints: [Endpoint[]];
+  /** A tenant kept killing its worker: refused until its files change or the time passes. */
+  tenantQuarantined: [{ tenant: string; error: IsletError }];
 }
 
 interface PendingRun {
@@ -95,6 +98,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   private reloadTimer: NodeJS.Timeout | null = null;
   private readonly servers = new Set<http.Server>();
   private hostIds = { next: 0, end: 0 };
+  private readonly quarantine: Quarantine;
+  /** Tenants whose files changed since the last reload. */
+  private readonly changed = new Set<string>();
   private readonly runs = new Map<number, PendingRun>();
   private runtime = '';
   private nextRun = 1;
@@ -106,10 +112,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     super();
     this.options = resolveOptions(options);
     this.bundler = new Bundler(this.options.root);
+    this.quarantine = new Quarantine(this.options.quarantineMs);
     this.sockets = new Sockets({
       loadHandler: (worker, info) => this.loadHandler(worker, info),
       handlerFailed: (worker, info, error) => {
-        worker.send({ t: 'moduleFailed', tenant: info.tenant, handler: info.handler });
+        worker.send({ t: 'moduleFailed', tenant: info.tenant, handler: info.handler }, info.tenant);
         this.emit('tenantError', { tenant: info.tenant, error: error.message });
       },
       maxMessageBytes: this.options.limits.maxMessageBytes,
@@ -153,13 +160,15 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.assertRunning();
     const relative = this.scriptPath(script);
     const tenant = tenantOf(relative);
+    const quarantined = this.quarantine.refusal(tenant);
+    if (quarantined !== null) throw quarantined;
     const bundle = await this.bundler.bundle(relative, SCRIPT_PREFIX + relative);
     this.assertRunning();
     const worker = this.workerFor(tenant);
     const run = this.nextRun++;
     return new Promise<void>((resolve, reject) => {
       this.runs.set(run, { tenant, script: relative, resolve, reject });
-      worker.send({ t: 'run', tenant, run, script: bundle });
+      worker.send({ t: 'run', tenant, run, script: bundle }, tenant);
     });
   }
 
@@ -249,6 +258,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       refuseUpgrade(socket, 404, `no endpoint "${name.slice(0, 200)}"`);
       return true;
     }
+    const quarantined = this.quarantine.refusal(endpoint.project);
+    if (quarantined !== null) {
+      refuseUpgrade(socket, 503, quarantined.message);
+      return true;
+    }
     const origins = this.options.allowedOrigins;
     if (origins !== null && !origins.includes(req.headers.origin ?? '')) {
       // Cross-site WebSocket hijacking: a page of another origin riding on the user's browser.
@@ -300,7 +314,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.limits.maxMessageBytes, perMessageDeflate: false });
     this.loadProjects();
     if (this.options.watch) {
-      this.watcher = watch(this.root, { recursive: true }, () => {
+      this.watcher = watch(this.root, { recursive: true }, (_event, file) => {
+        if (typeof file === 'string') this.changed.add(tenantOf(file.split(path.sep).join('/')));
         if (this.reloadTimer !== null) clearTimeout(this.reloadTimer);
         this.reloadTimer = setTimeout(() => this.reload(), RELOAD_DEBOUNCE_MS);
       });
@@ -325,6 +340,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   private reload(): void {
     this.reloadTimer = null;
     if (this.state !== 'running') return;
+    // A quarantined tenant whose files changed gets another chance.
+    for (const tenant of this.changed) this.quarantine.lift(tenant);
+    this.changed.clear();
     this.loadProjects();
     this.handlerBundles.clear();
     for (const worker of this.workers) {
@@ -413,7 +431,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     sent.set(bundle.name, bundle.file);
     const message = { t: 'module', tenant, module: bundle } as const;
     if (first) worker.sendFirst(message);
-    else worker.send(message);
+    else worker.send(message, tenant);
   }
 
   private failRuns(match: (run: PendingRun) => boolean, error: Error): void {
@@ -446,10 +464,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       worker.sendFirst({ t: 'adopt', sockets });
     },
-    exit: (worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null): void => {
+    exit: (worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null, running: string | null): void => {
       if (this.state === 'closing' || this.state === 'closed') return;
       this.emit('workerExit', { worker: worker.index, pid, code, signal });
       const how = signal !== null ? `signal ${signal}` : `code ${code}`;
+      if (running !== null) this.workerKilledBy(running, how);
       this.failRuns(
         (run) => worker.tenants.has(run.tenant),
         new IsletError('ISLET_ERR_WORKER_DIED', `sandbox worker ${worker.index} died (${how}) while running a script; it is being restarted`),
@@ -461,10 +480,23 @@ export class Engine extends EventEmitter<EngineEvents> {
     },
   };
 
+  /** The worker died while `tenant`'s code ran: tell the tenant; three times in a minute is quarantine. */
+  private workerKilledBy(tenant: string, how: string): void {
+    this.emit('tenantError', {
+      tenant,
+      error: `ISLET_ERR_WORKER_DIED: the sandbox worker died (${how}) while this tenant's code ran; the events of that call are lost`,
+    });
+    if (!this.quarantine.crashed(tenant, how)) return;
+    const error = this.quarantine.refusal(tenant)!;
+    this.emit('tenantQuarantined', { tenant, error });
+    // 1013: try again later (RFC 6455 7.4.1, IANA registry).
+    this.sockets.closeTenant(tenant, 1013, 'tenant quarantined');
+  }
+
   private onWorkerMessage(worker: SandboxWorker, message: WorkerToHost): void {
     switch (message.t) {
       case 'needIds':
-        worker.send({ t: 'ids', from: this.nextIdBlock++ * ID_BLOCK });
+        worker.send({ t: 'ids', from: this.nextIdBlock++ * ID_BLOCK }, '');
         break;
       case 'connect':
         if (!worker.tenants.has(message.socket.tenant)) break;

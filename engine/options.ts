@@ -27,6 +27,8 @@ export interface EngineOptions {
    * private, link-local (cloud metadata) and other special addresses.
    */
   outbound?: OutboundOptions;
+  /** How long a tenant that killed its worker 3 times in a minute stays quarantined, in ms. Default: 300000. */
+  quarantineMs?: number;
 }
 
 export const DEFAULT_LIMITS: TenantLimits = {
@@ -45,6 +47,7 @@ export interface ResolvedOptions {
   allowedOrigins: string[] | null;
   watch: boolean;
   outbound: OutboundPolicy;
+  quarantineMs: number;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -99,5 +102,6 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     allowedOrigins: origins(options.allowedOrigins),
     watch: options.watch ?? true,
     outbound: new OutboundPolicy(options.outbound ?? {}, false),
+    quarantineMs: integer('quarantineMs', options.quarantineMs ?? 300_000, [0, 86_400_000]),
   };
 }

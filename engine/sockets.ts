@@ -54,7 +54,7 @@ export class Sockets {
   accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
     const socket: HostSocket = { info, worker, ws, waiting: [] };
     this.sockets.set(info.id, socket);
-    worker.send({ t: 'accept', socket: info });
+    worker.send({ t: 'accept', socket: info }, info.tenant);
     this.couple(socket, ws);
   }
 
@@ -102,7 +102,7 @@ export class Sockets {
     const session = info.endpoint !== '';
     ws.on('open', () => {
       info.state = 'open';
-      worker.send({ t: 'event', id: info.id, event: 'open' });
+      worker.send({ t: 'event', id: info.id, event: 'open' }, info.tenant);
       const waiting = socket.waiting;
       socket.waiting = [];
       for (const item of waiting) {
@@ -118,19 +118,19 @@ export class Sockets {
           ws.close(1003, 'islet endpoints take text frames only');
           return;
         }
-        worker.send({ t: 'event', id: info.id, event: 'error', text: `binary frame of ${data.length} bytes ignored: islet clients take text only` });
+        worker.send({ t: 'event', id: info.id, event: 'error', text: `binary frame of ${data.length} bytes ignored: islet clients take text only` }, info.tenant);
         return;
       }
-      worker.text(info.id, data);
+      worker.text(info.id, data, info.tenant);
     });
     ws.on('error', (error: Error) => {
-      worker.send({ t: 'event', id: info.id, event: 'error', text: error.message });
+      worker.send({ t: 'event', id: info.id, event: 'error', text: error.message }, info.tenant);
     });
     ws.on('close', () => {
       // ws reports a failed connection as 'error' then 'close': onError, then
       // onClose, and the client leaves the registry, as in Dirigible.
       this.sockets.delete(info.id);
-      worker.send({ t: 'event', id: info.id, event: 'close' });
+      worker.send({ t: 'event', id: info.id, event: 'close' }, info.tenant);
     });
   }
 
@@ -138,8 +138,8 @@ export class Sockets {
   private ended(socket: HostSocket, reason: string): void {
     if (this.sockets.get(socket.info.id) !== socket) return;
     this.sockets.delete(socket.info.id);
-    socket.worker.send({ t: 'event', id: socket.info.id, event: 'error', text: reason });
-    socket.worker.send({ t: 'event', id: socket.info.id, event: 'close' });
+    socket.worker.send({ t: 'event', id: socket.info.id, event: 'error', text: reason }, socket.info.tenant);
+    socket.worker.send({ t: 'event', id: socket.info.id, event: 'close' }, socket.info.tenant);
   }
 
   /**
@@ -180,6 +180,15 @@ export class Sockets {
     socket.info.state = 'closing';
     if (socket.ws?.readyState === WebSocket.OPEN) socket.ws.close(code, reason);
     else if (socket.ws === null || socket.ws.readyState === WebSocket.CONNECTING) socket.waiting.push(CLOSE);
+  }
+
+  /** Closes every socket of a tenant (it was quarantined): sessions with `code`, clients with 1001. */
+  closeTenant(tenant: string, code: number, reason: string): void {
+    for (const socket of this.sockets.values()) {
+      if (socket.info.tenant !== tenant) continue;
+      if (socket.info.endpoint !== '') this.close(socket.info.id, code, reason);
+      else this.close(socket.info.id, 1001, reason);
+    }
   }
 
   /** Closes every socket (the engine is closing) and waits for them. */

@@ -25,34 +25,52 @@ export interface WorkerListener {
   chunkDone(): void;
   /** The process is ready; send what it must know before anything queued. */
   ready(worker: SandboxWorker): void;
-  exit(worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null): void;
+  /** `running`: the tenant whose code was running when the process died, if any. */
+  exit(worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null, running: string | null): void;
 }
 
 type Frame = (writer: FrameWriter) => void;
 
-/** Frames sent to the current process and not yet acknowledged, oldest first. */
-class Unacknowledged {
-  private frames: { seq: number; frame: Frame }[] = [];
-  private head = 0;
+/** One tenant's frames, oldest first. */
+interface FrameQueue {
+  frames: { seq: number; frame: Frame }[];
+  head: number;
+}
 
-  add(seq: number, frame: Frame): void {
-    this.frames.push({ seq, frame });
+/**
+ * Frames sent to the current process and not yet acknowledged, per tenant
+ * (tenant '' for frames of no tenant). A worker acknowledges one tenant's
+ * frames just before it calls into that tenant: if that call kills it, the
+ * other tenants' frames of the same turn are still here to be sent again.
+ */
+class Unacknowledged {
+  private readonly queues = new Map<string, FrameQueue>();
+
+  add(seq: number, tenant: string, frame: Frame): void {
+    let queue = this.queues.get(tenant);
+    if (queue === undefined) this.queues.set(tenant, (queue = { frames: [], head: 0 }));
+    queue.frames.push({ seq, frame });
   }
 
-  /** The worker has started on every frame up to `seq`. */
-  ack(seq: number): void {
-    while (this.head < this.frames.length && this.frames[this.head]!.seq <= seq) this.head++;
-    if (this.head > 1024 && this.head * 2 > this.frames.length) {
-      this.frames = this.frames.slice(this.head);
-      this.head = 0;
+  /** The worker is about to run `tenant`'s frames up to `seq` (and has taken every frame of no tenant). */
+  ack(tenant: string, seq: number): void {
+    for (const name of [tenant, '']) {
+      const queue = this.queues.get(name);
+      if (queue === undefined) continue;
+      while (queue.head < queue.frames.length && queue.frames[queue.head]!.seq <= seq) queue.head++;
+      if (queue.head === queue.frames.length) this.queues.delete(name);
+      else if (queue.head > 1024 && queue.head * 2 > queue.frames.length) {
+        queue.frames = queue.frames.slice(queue.head);
+        queue.head = 0;
+      }
     }
   }
 
-  take(): Frame[] {
-    const rest = this.frames.slice(this.head).map((f) => f.frame);
-    this.frames = [];
-    this.head = 0;
-    return rest;
+  /** Everything not acknowledged, in the order it was sent. */
+  take(): { tenant: string; frame: Frame }[] {
+    const rest = [...this.queues].flatMap(([tenant, q]) => q.frames.slice(q.head).map((f) => ({ tenant, ...f })));
+    this.queues.clear();
+    return rest.sort((a, b) => a.seq - b.seq).map(({ tenant, frame }) => ({ tenant, frame }));
   }
 }
 
@@ -64,7 +82,9 @@ export class SandboxWorker {
   private child: ChildProcess | null = null;
   private writer: FrameWriter | null = null;
   private isReady = false;
-  private queued: Frame[] = [];
+  private queued: { tenant: string; frame: Frame }[] = [];
+  /** The tenant whose code the process is running, as it last said; null between calls. */
+  private runningTenant: string | null = null;
   /** Frames written to the current process; the worker counts the same. */
   private written = 0;
   private readonly unacknowledged = new Unacknowledged();
@@ -107,12 +127,17 @@ export class SandboxWorker {
           this.listener.ready(this);
           const queued = this.queued;
           this.queued = [];
-          for (const frame of queued) this.writeNow(frame, true);
+          for (const { tenant, frame } of queued) this.writeNow(frame, tenant);
           started();
           return;
         }
         if (message.t === 'ack') {
-          this.unacknowledged.ack(message.seq);
+          this.unacknowledged.ack(message.tenant, message.seq);
+          this.runningTenant = message.tenant;
+          return;
+        }
+        if (message.t === 'idle') {
+          this.runningTenant = null;
           return;
         }
         this.listener.control(this, message);
@@ -135,38 +160,43 @@ export class SandboxWorker {
       // What the dead process had not started on goes to the next one first.
       this.queued = [...this.unacknowledged.take(), ...this.queued];
       this.written = 0;
-      this.listener.exit(this, child.pid, code, signal);
+      const running = this.runningTenant;
+      this.runningTenant = null;
+      this.listener.exit(this, child.pid, code, signal, running);
     });
-    this.writeNow((w) => w.control(this.init()), false);
+    this.writeNow((w) => w.control(this.init()), null);
     return whenReady;
   }
 
   /**
-   * Sends a control message. A script run is not sent again to a new process
-   * if the old one died (the engine fails the run); everything else is.
+   * Sends a control message concerning `tenant` ('' for none). A script run
+   * is not sent again to a new process if the old one died (the engine fails
+   * the run); everything else is.
    */
-  send(message: HostToWorker): void {
-    this.write((writer) => writer.control(message), message.t !== 'run');
+  send(message: HostToWorker, tenant: string): void {
+    this.write((writer) => writer.control(message), message.t === 'run' ? null : tenant);
   }
 
-  text(id: number, payload: Buffer): void {
-    this.write((writer) => writer.text(FrameKind.TextIn, id, payload), true);
+  /** A text message for `tenant`'s socket `id`. */
+  text(id: number, payload: Buffer, tenant: string): void {
+    this.write((writer) => writer.text(FrameKind.TextIn, id, payload), tenant);
   }
 
   /** Sends now, ahead of anything queued; only from `WorkerListener.ready` (sent again at each start). */
   sendFirst(message: HostToWorker): void {
-    this.writeNow((writer) => writer.control(message), false);
+    this.writeNow((writer) => writer.control(message), null);
   }
 
-  private write(frame: Frame, replay: boolean): void {
-    if (this.isReady && this.writer !== null) this.writeNow(frame, replay);
-    else if (replay) this.queued.push(frame);
+  /** `replayFor`: the tenant whose frame this is, kept until acknowledged; null: never sent again. */
+  private write(frame: Frame, replayFor: string | null): void {
+    if (this.isReady && this.writer !== null) this.writeNow(frame, replayFor);
+    else if (replayFor !== null) this.queued.push({ tenant: replayFor, frame });
   }
 
-  private writeNow(frame: Frame, replay: boolean): void {
+  private writeNow(frame: Frame, replayFor: string | null): void {
     if (this.writer === null) return;
     const seq = ++this.written;
-    if (replay) this.unacknowledged.add(seq, frame);
+    if (replayFor !== null) this.unacknowledged.add(seq, replayFor, frame);
     frame(this.writer);
   }
 

@@ -1,0 +1,46 @@
+// Tenants whose code keeps killing their sandbox worker. Three deaths within a
+// minute while the tenant's code ran put it in quarantine: its endpoints
+// answer 503, its scripts are refused, its sockets are closed, until its
+// files change or the quarantine time has passed.
+import { IsletError } from '../bridge/errors.js';
+
+export const CRASHES = 3;
+export const WINDOW_MS = 60_000;
+
+export class Quarantine {
+  private readonly crashes = new Map<string, number[]>();
+  private readonly held = new Map<string, { until: number; why: string }>();
+
+  constructor(private readonly durationMs: number) {}
+
+  /** Records a death during the tenant's code; true when it now goes into quarantine. */
+  crashed(tenant: string, how: string, now = Date.now()): boolean {
+    const recent = (this.crashes.get(tenant) ?? []).filter((at) => now - at < WINDOW_MS);
+    recent.push(now);
+    this.crashes.set(tenant, recent);
+    if (recent.length < CRASHES) return false;
+    this.crashes.delete(tenant);
+    const until = now + this.durationMs;
+    this.held.set(tenant, {
+      until,
+      why: `tenant "${tenant}" is quarantined until ${new Date(until).toISOString()}: its code brought its sandbox worker down ${CRASHES} times within ${WINDOW_MS / 1000} s (last: ${how}); change its files or wait`,
+    });
+    return true;
+  }
+
+  /** The error for a quarantined tenant, or null. */
+  refusal(tenant: string, now = Date.now()): IsletError | null {
+    const entry = this.held.get(tenant);
+    if (entry === undefined) return null;
+    if (entry.until <= now) {
+      this.held.delete(tenant);
+      return null;
+    }
+    return new IsletError('ISLET_ERR_QUARANTINED', entry.why);
+  }
+
+  lift(tenant: string): void {
+    this.held.delete(tenant);
+    this.crashes.delete(tenant);
+  }
+}
