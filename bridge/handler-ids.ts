@@ -18,7 +18,7 @@ export function checkEngine(engine: unknown): string {
   if (typeof engine === 'string' && (ENGINES as readonly string[]).concat(ENGINE_ALIASES).includes(engine)) return engine;
   throw new IsletError(
     'ISLET_ERR_BAD_ENGINE',
-    `engine ${typeof engine === 'string' ? `"${engine.slice(0, 100)}"` : `of type ${typeof engine}`} is not supported; use ${ENGINES.join(', ')} (Dirigible's ${ENGINE_ALIASES.join(', ')} are accepted as aliases) or omit it`,
+    `engine ${typeof engine === 'string' ? `"${engine.slice(0, 100)}"` : `of type ${typeName(engine)}`} is not supported; use ${ENGINES.join(', ')} (Dirigible's ${ENGINE_ALIASES.join(', ')} are accepted as aliases) or omit it`,
   );
 }
 
@@ -89,9 +89,18 @@ export function resolveHandler(root: string, id: unknown, tenant?: string): Reso
   );
 }
 
+/**
+ * The type of an argument a tenant gave, as the sandbox passed it: objects
+ * and functions arrive as `{isletType}` notes, never as themselves.
+ */
+export function typeName(value: unknown): string {
+  if (value === null) return 'null';
+  const note = typeof value === 'object' ? (value as { isletType?: unknown }).isletType : undefined;
+  return typeof note === 'string' ? note : typeof value;
+}
+
 /** A short, safe description of an untrusted value for an error message. */
 export function describe(value: unknown): string {
-  if (value === null) return 'null';
-  if (typeof value === 'string') return `a string`;
-  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+  const type = typeName(value);
+  return type === 'null' ? 'null' : /^[aeiou]/.test(type) ? `an ${type}` : `a ${type}`;
 }

@@ -158,11 +158,11 @@ function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, l
   global.setSync('__isletConfig', JSON.stringify({ tenant: tenant.name, maxMessageBytes: limits.maxMessageBytes }));
   global.setSync(
     '__isletConnect',
-    new ivm.Callback((uri: unknown, handler: unknown, engine: unknown) => host.connect(tenant, uri, handler, engine)),
+    new ivm.Callback(refusalsAsValues((uri: unknown, handler: unknown, engine: unknown) => host.connect(tenant, uri, handler, engine))),
   );
   global.setSync(
     '__isletSetTimer',
-    new ivm.Callback((id: unknown, ms: unknown, repeat: unknown) => tenant.setTimer(Number(id), Number(ms), repeat === true)),
+    new ivm.Callback(refusalsAsValues((id: unknown, ms: unknown, repeat: unknown) => tenant.setTimer(Number(id), Number(ms), repeat === true))),
   );
   global.setSync('__isletClearTimer', new ivm.Callback((id: unknown) => tenant.clearTimer(Number(id))));
   global.setSync(
@@ -171,6 +171,21 @@ function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, l
       tenant.outputAfterCall = true;
     }),
   );
+}
+
+/**
+ * A host function whose errors come back as `{isletError: message}` values;
+ * the sandbox throws them in the tenant's own stack. Thrown, they would carry
+ * this process's stack frames (file paths of the host) into the isolate.
+ */
+function refusalsAsValues<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R | { isletError: string } {
+  return (...args) => {
+    try {
+      return fn(...args);
+    } catch (error) {
+      return { isletError: error instanceof Error ? error.message : String(error) };
+    }
+  };
 }
 
 function removeBootstrapGlobals(context: ivm.Context): void {

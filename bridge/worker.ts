@@ -5,7 +5,7 @@
 // (types, sizes, which tenant owns the socket) before it is forwarded.
 import net from 'node:net';
 import { IsletError } from './errors.js';
-import { checkEngine, resolveHandler } from './handler-ids.js';
+import { checkEngine, resolveHandler, typeName } from './handler-ids.js';
 import {
   FrameKind,
   FrameReader,
@@ -69,7 +69,7 @@ function clientCount(tenant: string): number {
 const host: TenantHost = {
   connect(tenant, uri, handler, engine) {
     const engineName = checkEngine(engine);
-    if (typeof uri !== 'string') throw new IsletError('ISLET_ERR_BAD_URI', `uri must be a string, got ${typeof uri}`);
+    if (typeof uri !== 'string') throw new IsletError('ISLET_ERR_BAD_URI', `uri must be a string, got ${typeName(uri)}`);
     if (uri.length > MAX_URI_LENGTH) throw new IsletError('ISLET_ERR_BAD_URI', `uri is longer than ${MAX_URI_LENGTH} characters`);
     let parsed: URL;
     try {

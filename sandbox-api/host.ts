@@ -5,8 +5,8 @@
 // array of primitives built here, never a tenant's own object.
 
 declare const __isletConfig: string;
-declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number;
-declare const __isletSetTimer: (id: number, ms: number, repeat: boolean) => void;
+declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number | HostError;
+declare const __isletSetTimer: (id: number, ms: number, repeat: boolean) => void | HostError;
 declare const __isletClearTimer: (id: number) => void;
 declare const __isletNotify: () => void;
 
@@ -15,11 +15,43 @@ export interface SandboxConfig {
   maxMessageBytes: number;
 }
 
+/** A host function's refusal: returned, not thrown, so that no host stack frame reaches the isolate. */
+interface HostError {
+  isletError: string;
+}
+
 export const config: SandboxConfig = JSON.parse(__isletConfig);
-export const hostConnect = __isletConnect;
-export const hostSetTimer = __isletSetTimer;
+const connect = __isletConnect;
+const setTimer = __isletSetTimer;
 export const hostClearTimer = __isletClearTimer;
 const hostNotify = __isletNotify;
+
+/** Throws, in the tenant's own stack, what a host function refused. */
+function unwrap<T>(result: T | HostError): T {
+  if (typeof result === 'object' && result !== null && typeof (result as HostError).isletError === 'string') {
+    throw new ErrorCtor((result as HostError).isletError);
+  }
+  return result as T;
+}
+
+/**
+ * What crosses for an argument a tenant gave: a primitive as it is, anything
+ * else as a note of its type (the host names it in its error). A tenant's
+ * object is never copied out: its getters and proxies would run mid-copy.
+ */
+function crossable(value: unknown): unknown {
+  if (value === null || value === undefined) return value;
+  const type = typeof value;
+  return type === 'string' || type === 'number' || type === 'boolean' ? value : { isletType: type };
+}
+
+export function hostConnect(uri: unknown, handler: unknown, engine: unknown): number {
+  return unwrap(connect(crossable(uri), crossable(handler), crossable(engine)));
+}
+
+export function hostSetTimer(id: number, ms: number, repeat: boolean): void {
+  unwrap(setTimer(id, ms, repeat));
+}
 
 /** What the outbox carries; the worker reads triples `[op, id, text]`. */
 export const Op = {

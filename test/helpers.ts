@@ -142,6 +142,12 @@ afterEach(async () => {
   await Promise.all(engines.splice(0).map((e) => e.close()));
 });
 
+/** Keeps an engine from startEngine/serveRoot open past the current test; the caller closes it. */
+export function keepOpen(engine: Engine): Engine {
+  engines.splice(engines.indexOf(engine), 1);
+  return engine;
+}
+
 export interface CliResult {
   code: number | null;
   stdout: string;
