@@ -28,9 +28,12 @@ export class Tenant {
   private readonly drainRef: ivm.Reference<() => Batch>;
   private readonly defineRef: ivm.Reference<(name: string, factory: unknown) => void>;
   private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
+  private readonly interruptedRef: ivm.Reference<() => number>;
   private readonly timers = new Map<number, NodeJS.Timeout>();
   /** Events waiting for the next dispatch. */
   batch: Batch = [];
+  /** The events of the last dispatch, to find the one a stopped call was running. */
+  lastBatch: Batch = [];
   /** Set by the runtime's notify: output was queued after the driver returned. */
   outputAfterCall = false;
 
@@ -50,6 +53,7 @@ export class Tenant {
       this.drainRef = api.getSync('drain', { reference: true }) as ivm.Reference<() => Batch>;
       this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown) => void>;
       this.adoptRef = api.getSync('adopt', { reference: true }) as ivm.Reference<(list: string[]) => void>;
+      this.interruptedRef = api.getSync('interrupted', { reference: true }) as ivm.Reference<() => number>;
       api.release();
       removeBootstrapGlobals(this.context);
     } catch (error) {
@@ -91,6 +95,7 @@ export class Tenant {
   dispatch(): Batch {
     const batch = this.batch;
     this.batch = [];
+    this.lastBatch = batch;
     this.outputAfterCall = false;
     const output = this.dispatchRef.applySync(undefined, [batch], {
       arguments: { copy: true },
@@ -98,6 +103,11 @@ export class Tenant {
       timeout: this.limits.callTimeoutMs,
     });
     return this.outputAfterCall ? output.concat(this.drain()) : output;
+  }
+
+  /** After a call was stopped: the index in `lastBatch` of the event it was running, or -1. */
+  interruptedAt(): number {
+    return this.interruptedRef.applySync(undefined, []);
   }
 
   /** Takes output still queued in the isolate (after a call that was cut short). */
@@ -137,6 +147,7 @@ export class Tenant {
     this.drainRef.release();
     this.defineRef.release();
     this.adoptRef.release();
+    this.interruptedRef.release();
     if (!this.isolate.isDisposed) this.isolate.dispose();
   }
 }

@@ -148,6 +148,10 @@ function storeModule(tenantName: string, name: string, module: BundledCode | nul
 
 function queue(tenant: Tenant, kind: number, id: number, text: string): void {
   tenant.batch.push(kind, id, text);
+  markDirty(tenant);
+}
+
+function markDirty(tenant: Tenant): void {
   dirty.add(tenant);
   if (!flushScheduled) {
     flushScheduled = true;
@@ -196,17 +200,48 @@ function failedCall(tenant: Tenant, error: unknown): void {
     tenants.delete(tenant.name);
     tenant.dispose();
   } else if (/timed out/i.test(message)) {
-    text = `ISLET_ERR_TIMEOUT: tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs); the events of that call were dropped`;
-    try {
-      forward(tenant, tenant.drain());
-    } catch {
-      // Nothing more to save.
-    }
+    timedOut(tenant);
+    settleRuns(tenant.name);
+    return;
   } else {
     text = `tenant "${tenant.name}": ${message}`;
   }
   uncaught(tenant.name, 0, text);
   settleRuns(tenant.name);
+}
+
+/**
+ * A call ran past its budget and was stopped. The event it was running is
+ * told (a socket's handler through onError, a script through its failure);
+ * the events after it in that batch did not run, and run in the next call.
+ */
+function timedOut(tenant: Tenant): void {
+  const budget = `ISLET_ERR_TIMEOUT: tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs)`;
+  let at = -1;
+  try {
+    at = tenant.interruptedAt();
+    forward(tenant, tenant.drain());
+  } catch {
+    // The isolate cannot even say where it was: treat it as lost below.
+  }
+  const batch = tenant.lastBatch;
+  if (at < 0 || at + 2 >= batch.length) {
+    uncaught(tenant.name, 0, `${budget}; it was stopped`);
+    return;
+  }
+  const [kind, id] = [batch[at] as number, batch[at + 1] as number];
+  // Ahead of everything else: the handler hears of it before its socket's next event.
+  const next: Batch = [];
+  if (kind === Event.Run) uncaught(tenant.name, id, `${budget}; the script was stopped`);
+  else if (kind === Event.Timer) uncaught(tenant.name, 0, `${budget}; a timer callback was stopped`);
+  // onError hears of it, unless onError is what ran too long: then only the host does.
+  else if (kind !== Event.Error && sockets.get(id)?.tenant === tenant.name) next.push(Event.Error, id, `${budget}; its handler was stopped`);
+  else uncaught(tenant.name, 0, `${budget}; its handler was stopped`);
+  next.push(...batch.slice(at + 3));
+  if (next.length > 0) {
+    tenant.batch = next.concat(tenant.batch);
+    markDirty(tenant);
+  }
 }
 
 /** Checks and forwards what came out of an isolate. */

@@ -215,10 +215,14 @@ function handleEvent(kind: number, id: number, text: string): void {
   socketEvent(kind, StringCtor(id), text);
 }
 
+/** Index in the batch of the event being handled; -1 between events. Read after a call is cut short. */
+let position = -1;
+
 function dispatch(batch: (number | string)[]): (number | string)[] {
   setBusy(true);
   try {
     for (let i = 0; i + 2 < batch.length; i += 3) {
+      position = i;
       try {
         handleEvent(batch[i] as number, batch[i + 1] as number, batch[i + 2] as string);
       } catch (error) {
@@ -227,8 +231,16 @@ function dispatch(batch: (number | string)[]): (number | string)[] {
     }
   } finally {
     setBusy(false);
+    position = -1;
   }
   return takeOutbox();
+}
+
+/** After a call was stopped: the index of the event it was running (-1: none, e.g. microtasks after the loop). */
+function interrupted(): number {
+  const at = position;
+  position = -1;
+  return at;
 }
 
 function drain(): (number | string)[] {
@@ -254,4 +266,4 @@ installTimers(globalThis);
 
 // What the worker takes hold of (and then deletes from the global object).
 // Plain data properties: isolated-vm does not read through getters.
-(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch, drain });
+(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch, drain, interrupted });

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { echoPeer, makeRoot, settle, startEngine } from '../helpers.js';
+import { connect, echoPeer, makeRoot, serveRoot, settle, startEngine } from '../helpers.js';
 
 describe('tenant limits', () => {
   it('limits: a script that never yields is stopped at callTimeoutMs; the tenant and the others carry on', async () => {
@@ -10,10 +10,35 @@ describe('tenant limits', () => {
     });
     const t = await startEngine(root, { limits: { callTimeoutMs: 200 } });
     const [spin, other] = await Promise.all([settle(t.engine.run('a/spin.js')), settle(t.engine.run('b/ok.js'))]);
-    expect(spin).to.equal('ISLET_ERR_TIMEOUT: tenant "a" ran past its budget of 200 ms (limit callTimeoutMs); the events of that call were dropped');
+    expect(spin).to.equal('ISLET_ERR_TIMEOUT: tenant "a" ran past its budget of 200 ms (limit callTimeoutMs); the script was stopped');
     expect(other).to.equal('no error');
     await t.engine.run('a/ok.js');
     expect(t.lines()).to.have.members(['b was not stopped', 'a still works']);
+  });
+
+  it('limits: a handler stopped at callTimeoutMs hears of it through onError, and the events queued behind it still run', async () => {
+    const root = makeRoot({
+      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
+      'p/h.js': `
+        exports.onMessage = (m) => { if (m === "spin") for (;;); return "ok " + m; };
+        exports.onError = (e, id) => require("net/v4/websockets").getSession(id).send("onError: " + e);
+      `,
+    });
+    const s = await serveRoot(root, { limits: { callTimeoutMs: 200 } });
+    const spinner = await connect(s.url('e'));
+    const bystander = await connect(s.url('e'));
+    spinner.ws.send('1');
+    await spinner.receive(1);
+    // Sent together, these land in one batch with the spinning event.
+    spinner.ws.send('spin');
+    spinner.ws.send('2');
+    bystander.ws.send('3');
+    expect(await spinner.receive(3)).to.deep.equal([
+      'ok 1',
+      'onError: ISLET_ERR_TIMEOUT: tenant "p" ran past its budget of 200 ms (limit callTimeoutMs); its handler was stopped',
+      'ok 2',
+    ]);
+    expect(await bystander.receive(1)).to.deep.equal(['ok 3']);
   });
 
   it('limits: a tenant over its heap limit loses its isolate, which comes back with its handler and open client', async () => {
