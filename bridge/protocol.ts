@@ -30,6 +30,12 @@ export interface TenantLimits {
   maxClients: number;
   /** Most pending timers one tenant may have at once. */
   maxTimers: number;
+  /** Most open sessions on one tenant's endpoints (host). */
+  maxSessions: number;
+  /** Bytes that may wait to be sent on one socket whose peer does not read (host). */
+  maxQueuedBytes: number;
+  /** Largest bundle of one script or handler, in bytes (host). */
+  maxBundleBytes: number;
 }
 
 /** A socket as the worker's tenant sees it; sent again when a tenant is recreated. */

@@ -39,7 +39,10 @@ export class Bundler {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly maps = new Map<string, SourceMap>();
 
-  constructor(private readonly root: string) {}
+  constructor(
+    private readonly root: string,
+    private readonly maxBundleBytes = Infinity,
+  ) {}
 
   /**
    * Bundles the file at `relative` (to the root, forward slashes) under the
@@ -79,6 +82,9 @@ export class Bundler {
     for (const file of result.outputFiles) {
       if (file.path.endsWith('.map')) map = file.text;
       else code = file.text;
+    }
+    if (code.length > this.maxBundleBytes) {
+      throw new IsletError('ISLET_ERR_LIMIT', `${relative}: its bundle of ${code.length} bytes is over the limit of ${this.maxBundleBytes} (limit maxBundleBytes)`);
     }
     const hash = sha(code).slice(0, 12);
     const file = `${FILE_PREFIX}${hash}/${relative}`;

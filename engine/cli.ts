@@ -8,8 +8,8 @@ const HELP = `islet: run untrusted tenant scripts that speak Eclipse Dirigible's
 net/v4/websockets API, each project in its own V8 isolate.
 
 Usage:
-  islet run <script> [--root DIR] [--workers N] [--deny-private]
-            [--allow-host H]... [--deny-host H]...
+  islet run <script> [--root DIR] [--workers N] [--limit NAME=VALUE]...
+            [--deny-private] [--allow-host H]... [--deny-host H]...
       Runs a tenant script (JavaScript or TypeScript) in the isolate of its
       project: the first folder of its path under the projects root. Prints
       the script's console output as "[project] line" (warn and error on
@@ -18,7 +18,7 @@ Usage:
       lines, and exits 1.
 
   islet serve [ROOT] [--port 8080] [--host 127.0.0.1] [--workers N]
-              [--allow-origin ORIGIN]... [--max-message-bytes N]
+              [--allow-origin ORIGIN]... [--limit NAME=VALUE]...
               [--allow-private] [--allow-host H]... [--deny-host H]...
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
@@ -37,9 +37,12 @@ Options:
   --allow-origin ORIGIN
                   serve: only pages of this origin may open sessions (repeat
                   for more); others get 403. Default: any origin.
-  --max-message-bytes N
-                  largest text message in or out, in bytes (bigger frames close
-                  a session with 1009). Default: 1048576.
+  --limit NAME=VALUE
+                  a per-tenant limit (repeat for more): memoryMiB (64),
+                  callTimeoutMs (1000), maxMessageBytes (1048576: bigger frames
+                  close a session with 1009), maxClients (100), maxTimers (1000),
+                  maxSessions (20000), maxQueuedBytes (4194304), maxBundleBytes
+                  (8388608). Example: --limit memoryMiB=128 --limit maxClients=10
   --deny-private  run: refuse outbound clients to loopback, private, link-local
                   (cloud metadata) and other special addresses, as serve does.
   --allow-private serve: let tenants' outbound clients reach those addresses.
@@ -53,6 +56,17 @@ Options:
 function usage(message: string): never {
   process.stderr.write(`islet: ${message}\n\n${HELP}`);
   process.exit(2);
+}
+
+/** `--limit NAME=VALUE` flags as engine limits; the engine validates names and ranges. */
+function parseLimits(flags: string[] | undefined): Record<string, number> {
+  const limits: Record<string, number> = {};
+  for (const flag of flags ?? []) {
+    const match = /^(\w+)=(\d+)$/.exec(flag);
+    if (match === null) usage(`--limit takes NAME=VALUE with a whole number, got "${flag}"`);
+    limits[match[1]!] = Number(match[2]);
+  }
+  return limits;
 }
 
 function printLog({ tenant, level, text }: TenantLog): void {
@@ -79,6 +93,7 @@ async function run(args: string[]): Promise<number> {
       root: { type: 'string' },
       workers: { type: 'string' },
       'deny-private': { type: 'boolean' },
+      limit: { type: 'string', multiple: true },
       'allow-host': { type: 'string', multiple: true },
       'deny-host': { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
@@ -93,6 +108,7 @@ async function run(args: string[]): Promise<number> {
   const engine = new Engine({
     root: values.root ?? process.cwd(),
     workers,
+    limits: parseLimits(values.limit),
     // A script run on one's own machine may reach its services; a server's tenants may not.
     outbound: { allowPrivate: values['deny-private'] !== true, allow: values['allow-host'], deny: values['deny-host'] },
   });
@@ -122,7 +138,7 @@ async function serve(args: string[]): Promise<number> {
       host: { type: 'string', default: '127.0.0.1' },
       workers: { type: 'string' },
       'allow-origin': { type: 'string', multiple: true },
-      'max-message-bytes': { type: 'string' },
+      limit: { type: 'string', multiple: true },
       'allow-private': { type: 'boolean' },
       'allow-host': { type: 'string', multiple: true },
       'deny-host': { type: 'string', multiple: true },
@@ -135,12 +151,11 @@ async function serve(args: string[]): Promise<number> {
   }
   if (positionals.length > 1) usage('serve takes at most one ROOT');
   const root = path.resolve(positionals[0] ?? values.root ?? process.cwd());
-  const maxMessageBytes = values['max-message-bytes'] === undefined ? undefined : Number(values['max-message-bytes']);
   const engine = new Engine({
     root,
     workers: values.workers === undefined ? undefined : Number(values.workers),
     allowedOrigins: values['allow-origin'] ?? null,
-    limits: { maxMessageBytes },
+    limits: parseLimits(values.limit),
     outbound: { allowPrivate: values['allow-private'] === true, allow: values['allow-host'], deny: values['deny-host'] },
   });
   watch(engine);

@@ -111,7 +111,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   constructor(options: EngineOptions = {}) {
     super();
     this.options = resolveOptions(options);
-    this.bundler = new Bundler(this.options.root);
+    this.bundler = new Bundler(this.options.root, this.options.limits.maxBundleBytes);
     this.quarantine = new Quarantine(this.options.quarantineMs);
     this.sockets = new Sockets({
       loadHandler: (worker, info) => this.loadHandler(worker, info),
@@ -120,6 +120,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         this.emit('tenantError', { tenant: info.tenant, error: error.message });
       },
       maxMessageBytes: this.options.limits.maxMessageBytes,
+      maxQueuedBytes: this.options.limits.maxQueuedBytes,
       handshakeTimeoutMs: this.options.handshakeTimeoutMs,
       outbound: this.options.outbound,
     });
@@ -261,6 +262,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     const quarantined = this.quarantine.refusal(endpoint.project);
     if (quarantined !== null) {
       refuseUpgrade(socket, 503, quarantined.message);
+      return true;
+    }
+    const sessions = this.sockets.sessionsOf(endpoint.project);
+    if (sessions >= this.options.limits.maxSessions) {
+      refuseUpgrade(socket, 503, `ISLET_ERR_LIMIT: tenant "${endpoint.project}" already has ${sessions} sessions (limit maxSessions)`);
       return true;
     }
     const origins = this.options.allowedOrigins;

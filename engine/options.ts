@@ -37,6 +37,9 @@ export const DEFAULT_LIMITS: TenantLimits = {
   maxMessageBytes: 1024 * 1024,
   maxClients: 100,
   maxTimers: 1000,
+  maxSessions: 20_000,
+  maxQueuedBytes: 4 * 1024 * 1024,
+  maxBundleBytes: 8 * 1024 * 1024,
 };
 
 export interface ResolvedOptions {
@@ -56,6 +59,9 @@ const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
   maxMessageBytes: [1, 256 * 1024 * 1024],
   maxClients: [0, 1_000_000],
   maxTimers: [0, 10_000_000],
+  maxSessions: [0, 10_000_000],
+  maxQueuedBytes: [1024, 1024 * 1024 * 1024],
+  maxBundleBytes: [1024, 1024 * 1024 * 1024],
 };
 
 function integer(name: string, value: unknown, [min, max]: [number, number]): number {

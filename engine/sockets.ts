@@ -22,6 +22,10 @@ interface HostSocket {
   worker: SandboxWorker;
   ws: WebSocket | null;
   waiting: (Buffer | typeof CLOSE)[];
+  /** Bytes in `waiting`. */
+  waitingBytes: number;
+  /** Messages are being dropped (maxQueuedBytes); the tenant has been told once. */
+  overflowing: boolean;
 }
 
 export interface SocketHost {
@@ -29,6 +33,7 @@ export interface SocketHost {
   loadHandler(worker: SandboxWorker, info: SocketInfo): Promise<void>;
   handlerFailed(worker: SandboxWorker, info: SocketInfo, error: Error): void;
   maxMessageBytes: number;
+  maxQueuedBytes: number;
   handshakeTimeoutMs: number;
   outbound: OutboundPolicy;
 }
@@ -36,11 +41,17 @@ export interface SocketHost {
 export class Sockets {
   private readonly sockets = new Map<number, HostSocket>();
   private readonly corked = new Set<WebSocket>();
+  /** Open sessions per tenant, for maxSessions. */
+  private readonly sessionCounts = new Map<string, number>();
 
   constructor(private readonly host: SocketHost) {}
 
   get size(): number {
     return this.sockets.size;
+  }
+
+  sessionsOf(tenant: string): number {
+    return this.sessionCounts.get(tenant) ?? 0;
   }
 
   /** Sockets of the tenants on `worker`, for a restarted worker to adopt. */
@@ -52,15 +63,16 @@ export class Sockets {
 
   /** Takes a session the endpoint server accepted; the worker's handler is already loaded. */
   accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
-    const socket: HostSocket = { info, worker, ws, waiting: [] };
+    const socket: HostSocket = { info, worker, ws, waiting: [], waitingBytes: 0, overflowing: false };
     this.sockets.set(info.id, socket);
+    this.sessionCounts.set(info.tenant, this.sessionsOf(info.tenant) + 1);
     worker.send({ t: 'accept', socket: info }, info.tenant);
     this.couple(socket, ws);
   }
 
   /** Opens an outbound client a tenant asked for. */
   async open(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const socket: HostSocket = { info, worker, ws: null, waiting: [] };
+    const socket: HostSocket = { info, worker, ws: null, waiting: [], waitingBytes: 0, overflowing: false };
     this.sockets.set(info.id, socket);
     try {
       await this.host.loadHandler(worker, info);
@@ -105,6 +117,7 @@ export class Sockets {
       worker.send({ t: 'event', id: info.id, event: 'open' }, info.tenant);
       const waiting = socket.waiting;
       socket.waiting = [];
+      socket.waitingBytes = 0;
       for (const item of waiting) {
         if (item === CLOSE) this.close(info.id);
         else ws.send(item, { binary: false });
@@ -129,7 +142,7 @@ export class Sockets {
     ws.on('close', () => {
       // ws reports a failed connection as 'error' then 'close': onError, then
       // onClose, and the client leaves the registry, as in Dirigible.
-      this.sockets.delete(info.id);
+      this.forget(socket);
       worker.send({ t: 'event', id: info.id, event: 'close' }, info.tenant);
     });
   }
@@ -137,7 +150,7 @@ export class Sockets {
   /** A socket that never opened: report the reason, then the close. */
   private ended(socket: HostSocket, reason: string): void {
     if (this.sockets.get(socket.info.id) !== socket) return;
-    this.sockets.delete(socket.info.id);
+    this.forget(socket);
     socket.worker.send({ t: 'event', id: socket.info.id, event: 'error', text: reason }, socket.info.tenant);
     socket.worker.send({ t: 'event', id: socket.info.id, event: 'close' }, socket.info.tenant);
   }
@@ -158,6 +171,15 @@ export class Sockets {
     this.corked.clear();
   }
 
+  private forget(socket: HostSocket): void {
+    if (this.sockets.get(socket.info.id) !== socket) return;
+    this.sockets.delete(socket.info.id);
+    if (socket.info.endpoint === '') return;
+    const left = this.sessionsOf(socket.info.tenant) - 1;
+    if (left > 0) this.sessionCounts.set(socket.info.tenant, left);
+    else this.sessionCounts.delete(socket.info.tenant);
+  }
+
   /** Does `worker` own socket `id`? Output for anything else is dropped. */
   owns(worker: SandboxWorker, id: number): boolean {
     return this.sockets.get(id)?.worker === worker;
@@ -166,12 +188,35 @@ export class Sockets {
   send(id: number, payload: Buffer): void {
     const socket = this.sockets.get(id);
     if (socket === undefined) return;
-    if (socket.ws?.readyState === WebSocket.OPEN) {
-      this.cork(socket.ws);
-      socket.ws.send(payload, { binary: false });
+    const ws = socket.ws;
+    const open = ws?.readyState === WebSocket.OPEN;
+    if (!open && ws !== null && ws.readyState !== WebSocket.CONNECTING) return; // closing: the close event is on its way
+    // A peer that does not read must not make the host hold unbounded memory.
+    const queued = open ? ws!.bufferedAmount : socket.waitingBytes;
+    if (queued + payload.length > this.host.maxQueuedBytes) {
+      if (!socket.overflowing) {
+        socket.overflowing = true;
+        const what = socket.info.endpoint === '' ? 'client' : 'session';
+        socket.worker.send(
+          {
+            t: 'event',
+            id,
+            event: 'error',
+            text: `ISLET_ERR_LIMIT: ${queued} bytes already wait to be sent on ${what} ${id}, whose peer is not reading (limit maxQueuedBytes ${this.host.maxQueuedBytes}); messages are dropped until it drains`,
+          },
+          socket.info.tenant,
+        );
+      }
+      return;
     }
-    else if (socket.ws === null || socket.ws.readyState === WebSocket.CONNECTING) socket.waiting.push(payload);
-    // Closing or closed: the close event is on its way to the tenant.
+    socket.overflowing = false;
+    if (open) {
+      this.cork(ws!);
+      ws!.send(payload, { binary: false });
+    } else {
+      socket.waiting.push(payload);
+      socket.waitingBytes += payload.length;
+    }
   }
 
   close(id: number, code = 1000, reason = ''): void {

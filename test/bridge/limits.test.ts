@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { connect, echoPeer, makeRoot, serveRoot, settle, startEngine } from '../helpers.js';
+import { connect, echoPeer, makeRoot, runCli, serveRoot, settle, startEngine } from '../helpers.js';
 
 describe('tenant limits', () => {
   it('limits: a script that never yields is stopped at callTimeoutMs; the tenant and the others carry on', async () => {
@@ -70,6 +70,64 @@ describe('tenant limits', () => {
     } finally {
       await peer.close();
     }
+  });
+});
+
+describe('host limits', () => {
+  it('limits: a peer that never reads gets at most maxQueuedBytes queued; the tenant is told once and its messages are dropped', async () => {
+    const slow = await echoPeer((ws) => (ws as unknown as { _socket: { pause(): void } })._socket.pause());
+    try {
+      const root = makeRoot({
+        'p/h.js': `
+          const ws = require("net/v4/websockets");
+          const chunk = "x".repeat(64 * 1024);
+          exports.onOpen = (id) => { for (let i = 0; i < 400; i++) ws.getClient(id).send(chunk); setTimeout(() => ws.getClient(id).close(), 300); };
+          exports.onError = (e) => console.log(e);
+        `,
+        'p/main.js': `require("net/v4/websockets").createWebsocket("${slow.url}", "p/h");`,
+      });
+      const t = await startEngine(root, { limits: { maxQueuedBytes: 1024 * 1024 } });
+      const run = t.engine.run('p/main.js');
+      await t.waitForLine((l) => l.startsWith('ISLET_ERR_LIMIT'));
+      // The close frame waits behind the queue too; the peer going away ends it.
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      slow.connections[0]!.terminate();
+      await run;
+      const errors = t.lines();
+      expect(errors).to.have.length(1);
+      expect(errors[0]).to.match(
+        /^ISLET_ERR_LIMIT: \d+ bytes already wait to be sent on client \d+, whose peer is not reading \(limit maxQueuedBytes 1048576\); messages are dropped until it drains$/,
+      );
+    } finally {
+      await slow.close();
+    }
+  });
+
+  it('limits: maxSessions refuses a tenant\'s next session with 503; maxBundleBytes refuses a bundle too big', async () => {
+    const root = makeRoot({
+      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
+      'p/h.js': 'exports.onMessage = (m) => m;',
+      'p/big.js': `const blob = "${'x'.repeat(5000)}";\nconsole.log(blob.length);`,
+    });
+    const s = await serveRoot(root, { limits: { maxSessions: 2, maxBundleBytes: 4096 } });
+    const open = [await connect(s.url('e')), await connect(s.url('e'))];
+    const third = await connect(s.url('e')).then(() => 'open', (e: Error) => e.message);
+    expect(third).to.equal('HTTP 503');
+    open[0]!.ws.close();
+    await open[0]!.closed;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    (await connect(s.url('e'))).ws.close();
+    expect(await settle(s.engine.run('p/big.js'))).to.match(/^ISLET_ERR_LIMIT: p\/big\.js: its bundle of \d+ bytes is over the limit of 4096 \(limit maxBundleBytes\)$/);
+  });
+
+  it('limits: islet run takes --limit NAME=VALUE, and names a bad one', async () => {
+    const root = makeRoot({ 'p/t.js': 'for (let i = 0; i < 3; i++) setTimeout(() => {}, 1);' });
+    const limited = await runCli(['run', 'p/t.js', '--limit', 'maxTimers=2'], { cwd: root });
+    expect(limited.code).to.equal(1);
+    expect(limited.stderr).to.contain('ISLET_ERR_LIMIT: tenant "p" already has 2 timers (limit maxTimers)');
+    const bogus = await runCli(['run', 'p/t.js', '--limit', 'bogus=1'], { cwd: root });
+    expect(bogus.code).to.equal(1);
+    expect(bogus.stderr).to.contain('ISLET_ERR_BAD_OPTION: limits.bogus is not a limit; known: memoryMiB, callTimeoutMs');
   });
 });
 
