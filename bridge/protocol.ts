@@ -24,6 +24,8 @@ export interface TenantLimits {
   memoryMiB: number;
   /** Wall-clock budget of one call into an isolate (a batch of events, a script run, a timer), in ms. */
   callTimeoutMs: number;
+  /** How long a socket's next events wait for a handler's promise that does not settle, in ms. */
+  settleTimeoutMs: number;
   /** Largest text message a tenant may send or receive, in bytes. */
   maxMessageBytes: number;
   /** Most outbound clients one tenant may have open at once. */

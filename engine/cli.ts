@@ -39,8 +39,9 @@ Options:
                   for more); others get 403. Default: any origin.
   --limit NAME=VALUE
                   a per-tenant limit (repeat for more): memoryMiB (64),
-                  callTimeoutMs (1000), maxMessageBytes (1048576: bigger frames
-                  close a session with 1009), maxClients (100), maxTimers (1000),
+                  callTimeoutMs (1000), settleTimeoutMs (30000), maxMessageBytes
+                  (1048576: bigger frames close a session with 1009),
+                  maxClients (100), maxTimers (1000),
                   maxSessions (20000), maxQueuedBytes (4194304), maxBundleBytes
                   (8388608). Example: --limit memoryMiB=128 --limit maxClients=10
   --deny-private  run: refuse outbound clients to loopback, private, link-local

@@ -34,6 +34,7 @@ export interface EngineOptions {
 export const DEFAULT_LIMITS: TenantLimits = {
   memoryMiB: 64,
   callTimeoutMs: 1000,
+  settleTimeoutMs: 30_000,
   maxMessageBytes: 1024 * 1024,
   maxClients: 100,
   maxTimers: 1000,
@@ -56,6 +57,7 @@ export interface ResolvedOptions {
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
   memoryMiB: [8, 16384],
   callTimeoutMs: [1, 3_600_000],
+  settleTimeoutMs: [1, 86_400_000],
   maxMessageBytes: [1, 256 * 1024 * 1024],
   maxClients: [0, 1_000_000],
   maxTimers: [0, 10_000_000],

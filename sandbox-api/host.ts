@@ -13,6 +13,7 @@ declare const __isletNotify: () => void;
 export interface SandboxConfig {
   tenant: string;
   maxMessageBytes: number;
+  settleTimeoutMs: number;
 }
 
 /** A host function's refusal: returned, not thrown, so that no host stack frame reaches the isolate. */

@@ -5,6 +5,7 @@
 // own, so one failing handler never costs the rest of the batch.
 import { installConsole } from './console.js';
 import {
+  config,
   ErrorCtor,
   MapCtor,
   Op,
@@ -17,7 +18,7 @@ import {
   takeOutbox,
   then,
 } from './host.js';
-import { fireTimer, installTimers } from './timers.js';
+import { fireTimer, installTimers, watchdog } from './timers.js';
 import {
   type Method,
   type SocketState,
@@ -160,6 +161,29 @@ function socketEvent(kind: number, socket: string, text: string): void {
 
 function waitFor(socket: string, pending: PromiseLike<unknown>): void {
   waiting.set(socket, []);
+  // Each promise waited on gets a generation: whichever of its settling and
+  // its watchdog comes first moves the queue on, the other finds it stale.
+  let generation = 0;
+  const watch = (promise: PromiseLike<unknown>): void => {
+    const mine = ++generation;
+    const settled = (): void => {
+      if (mine !== generation) return;
+      generation++;
+      cancel();
+      next();
+    };
+    // A promise that never settles must not stall its socket for good.
+    const cancel = watchdog(config.settleTimeoutMs, () => {
+      if (mine !== generation) return;
+      generation++;
+      const handler = handlerOf(socket);
+      const message = `ISLET_ERR_TIMEOUT: a handler's promise did not settle within ${config.settleTimeoutMs} ms (limit settleTimeoutMs); the socket's next events go on`;
+      const later = handler === null ? undefined : callHandler(handler, 'onerror', socket, message);
+      if (later !== undefined) watch(later);
+      else next();
+    });
+    then(promise, settled, settled);
+  };
   const next = (): void => {
     const queue = waiting.get(socket)!;
     while (queue.length > 0) {
@@ -172,13 +196,13 @@ function waitFor(socket: string, pending: PromiseLike<unknown>): void {
         emit(Op.Error, 0, errorText(error));
       }
       if (later !== undefined) {
-        then(later, next, next);
+        watch(later);
         return;
       }
     }
     waiting.delete(socket);
   };
-  then(pending, next, next);
+  watch(pending);
 }
 
 function runSocketEvent(kind: number, socket: string, text: string): PromiseLike<unknown> | undefined {

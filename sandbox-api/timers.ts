@@ -43,6 +43,16 @@ export function fireTimer(id: number): void {
   }
 }
 
+/** A timer of the runtime's own (it counts toward the tenant's timers); returns its cancel. */
+export function watchdog(ms: number, fn: () => void): () => void {
+  try {
+    const id = start(false, fn, ms, []);
+    return () => clear(id);
+  } catch {
+    return () => {}; // the tenant has used up its timers: no watchdog
+  }
+}
+
 export function installTimers(global: typeof globalThis): void {
   const g = global as unknown as Record<string, unknown>;
   g.setTimeout = (fn: unknown, ms?: unknown, ...args: unknown[]) => start(false, fn, ms, args);

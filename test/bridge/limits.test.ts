@@ -41,6 +41,24 @@ describe('tenant limits', () => {
     expect(await bystander.receive(1)).to.deep.equal(['ok 3']);
   });
 
+  it('limits: a handler promise that never settles holds its session for settleTimeoutMs at most; onError hears of it', async () => {
+    const root = makeRoot({
+      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
+      'p/h.js': `
+        exports.onMessage = (m) => m === "hang" ? new Promise(() => {}) : "ok " + m;
+        exports.onError = (e, id) => require("net/v4/websockets").getSession(id).send("onError: " + e);
+      `,
+    });
+    const s = await serveRoot(root, { limits: { settleTimeoutMs: 300 } });
+    const c = await connect(s.url('e'));
+    c.ws.send('hang');
+    c.ws.send('after');
+    expect(await c.receive(2)).to.deep.equal([
+      "onError: ISLET_ERR_TIMEOUT: a handler's promise did not settle within 300 ms (limit settleTimeoutMs); the socket's next events go on",
+      'ok after',
+    ]);
+  });
+
   it('limits: a tenant over its heap limit loses its isolate, which comes back with its handler and open client', async () => {
     const peer = await echoPeer();
     try {
