@@ -69,6 +69,7 @@ export type HostToWorker =
   | { t: 'run'; tenant: string; run: number; script: BundledCode }
   | { t: 'adopt'; sockets: SocketInfo[] }
   | { t: 'accept'; socket: SocketInfo }
+  | { t: 'stats'; ask: number }
   | { t: 'event'; id: number; event: 'open' | 'error' | 'close'; text?: string };
 
 export type LogLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
@@ -87,6 +88,7 @@ export type WorkerToHost =
   | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }
   | { t: 'log'; tenant: string; level: LogLevel; text: string }
   | { t: 'runDone'; run: number; error?: string }
+  | { t: 'stats'; ask: number; isolates: number; sockets: number }
   | { t: 'tenantError'; tenant: string; error: string };
 
 /** How many socket ids the host hands a worker at a time (see `needIds`). */

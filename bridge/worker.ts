@@ -352,6 +352,9 @@ function onControl(message: HostToWorker): void {
       }
       break;
     }
+    case 'stats':
+      send({ t: 'stats', ask: message.ask, isolates: tenants.size, sockets: sockets.size });
+      break;
     case 'accept': {
       const socket = message.socket;
       sockets.set(socket.id, socket);

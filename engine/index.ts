@@ -25,6 +25,17 @@ export type { OutboundOptions } from './outbound.js';
 export type { TenantLimits, LogLevel } from '../bridge/protocol.js';
 export type { Endpoint, DescriptorProblem } from './projects.js';
 
+export interface EngineStats {
+  sessions: number;
+  clients: number;
+  /** Tenant isolates alive in the workers. */
+  isolates: number;
+  /** Sockets the workers hold for their tenants. */
+  workerSockets: number;
+  /** The host process's active handles (sockets, servers, timers, child processes). */
+  handles: number;
+}
+
 export interface TenantLog {
   tenant: string;
   level: LogLevel;
@@ -99,6 +110,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly servers = new Set<http.Server>();
   private hostIds = { next: 0, end: 0 };
   private readonly quarantine: Quarantine;
+  private readonly asks = new Map<number, (reply: { isolates: number; sockets: number }) => void>();
+  private nextAsk = 1;
   /** Tenants whose files changed since the last reload. */
   private readonly changed = new Set<string>();
   private readonly runs = new Map<number, PendingRun>();
@@ -189,6 +202,33 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.state = 'closed';
   }
 
+  /**
+   * What the engine holds now: open sessions and outbound clients (host),
+   * tenant isolates and sockets known to the workers, and the host's active
+   * handles. For supervision, and for tests that check counts come back down.
+   */
+  async stats(): Promise<EngineStats> {
+    this.assertRunning();
+    const replies = await Promise.all(
+      this.workers.map(
+        (worker) =>
+          new Promise<{ isolates: number; sockets: number }>((resolve) => {
+            const ask = this.nextAsk++;
+            this.asks.set(ask, resolve);
+            worker.send({ t: 'stats', ask }, '');
+          }),
+      ),
+    );
+    const { sessions, clients } = this.sockets.counts();
+    return {
+      sessions,
+      clients,
+      isolates: replies.reduce((n, r) => n + r.isolates, 0),
+      workerSockets: replies.reduce((n, r) => n + r.sockets, 0),
+      handles: (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().length,
+    };
+  }
+
   /** The endpoints served, from the `*.websocket` descriptors under the root. */
   endpoints(): Endpoint[] {
     this.serve();
@@ -216,7 +256,12 @@ export class Engine extends EventEmitter<EngineEvents> {
   async listen(port = 8080, host = '127.0.0.1'): Promise<http.Server> {
     this.assertRunning();
     this.serve();
-    const server = http.createServer((req, res) => {
+    const server = http.createServer({
+      // A peer that never finishes its request (or upgrade) is dropped.
+      headersTimeout: this.options.upgradeTimeoutMs,
+      requestTimeout: this.options.upgradeTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, this.options.upgradeTimeoutMs),
+    }, (req, res) => {
       if (!this.handleRequest(req, res)) {
         res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
         res.end('not found\n');
@@ -516,6 +561,10 @@ export class Engine extends EventEmitter<EngineEvents> {
         break;
       case 'tenantError':
         this.emit('tenantError', { tenant: message.tenant, error: this.bundler.mapStack(message.error) });
+        break;
+      case 'stats':
+        this.asks.get(message.ask)?.({ isolates: message.isolates, sockets: message.sockets });
+        this.asks.delete(message.ask);
         break;
       case 'runDone': {
         const run = this.runs.get(message.run);

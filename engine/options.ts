@@ -29,6 +29,8 @@ export interface EngineOptions {
   outbound?: OutboundOptions;
   /** How long a tenant that killed its worker 3 times in a minute stays quarantined, in ms. Default: 300000. */
   quarantineMs?: number;
+  /** How long `listen()`'s server waits for a request's (or upgrade's) headers, in ms. Default: 10000. */
+  upgradeTimeoutMs?: number;
 }
 
 export const DEFAULT_LIMITS: TenantLimits = {
@@ -52,6 +54,7 @@ export interface ResolvedOptions {
   watch: boolean;
   outbound: OutboundPolicy;
   quarantineMs: number;
+  upgradeTimeoutMs: number;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -111,5 +114,6 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     watch: options.watch ?? true,
     outbound: new OutboundPolicy(options.outbound ?? {}, false),
     quarantineMs: integer('quarantineMs', options.quarantineMs ?? 300_000, [0, 86_400_000]),
+    upgradeTimeoutMs: integer('upgradeTimeoutMs', options.upgradeTimeoutMs ?? 10_000, [100, 600_000]),
   };
 }

@@ -50,6 +50,12 @@ export class Sockets {
     return this.sockets.size;
   }
 
+  counts(): { sessions: number; clients: number } {
+    let sessions = 0;
+    for (const n of this.sessionCounts.values()) sessions += n;
+    return { sessions, clients: this.sockets.size - sessions };
+  }
+
   sessionsOf(tenant: string): number {
     return this.sessionCounts.get(tenant) ?? 0;
   }
