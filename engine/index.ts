@@ -74,7 +74,6 @@ export interface EngineEvents {
 
 interface PendingRun {
   tenant: string;
-  script: string;
   resolve: () => void;
   reject: (error: Error) => void;
 }
@@ -166,9 +165,11 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /**
    * Runs a tenant script (a path relative to the root, or absolute inside it)
-   * in its project's isolate. Resolves once the script, its clients and its
-   * timers are all done; rejects with an IsletError on a bundle error or an
-   * uncaught exception, its stack mapped to the tenant's own lines.
+   * in its project's isolate. Resolves once the tenant has no outbound
+   * clients and no timers left (in a long-lived engine a tenant's runs share
+   * them); rejects with an IsletError on a bundle error, a refusal (limits,
+   * quarantine) or an uncaught exception, its stack mapped to the tenant's
+   * own lines.
    */
   async run(script: string): Promise<void> {
     this.assertRunning();
@@ -181,7 +182,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const worker = this.workerFor(tenant);
     const run = this.nextRun++;
     return new Promise<void>((resolve, reject) => {
-      this.runs.set(run, { tenant, script: relative, resolve, reject });
+      this.runs.set(run, { tenant, resolve, reject });
       worker.send({ t: 'run', tenant, run, script: bundle }, tenant);
     });
   }

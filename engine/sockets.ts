@@ -46,10 +46,6 @@ export class Sockets {
 
   constructor(private readonly host: SocketHost) {}
 
-  get size(): number {
-    return this.sockets.size;
-  }
-
   counts(): { sessions: number; clients: number } {
     let sessions = 0;
     for (const n of this.sessionCounts.values()) sessions += n;

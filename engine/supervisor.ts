@@ -100,10 +100,6 @@ export class SandboxWorker {
     return this.child?.pid;
   }
 
-  get ready(): boolean {
-    return this.isReady;
-  }
-
   /** Starts the process; resolves once it has taken its init message. */
   start(): Promise<void> {
     // A small young generation keeps the worker's RSS down under load (the
@@ -198,11 +194,6 @@ export class SandboxWorker {
     const seq = ++this.written;
     if (replayFor !== null) this.unacknowledged.add(seq, replayFor, frame);
     frame(this.writer);
-  }
-
-  /** Kills the process (the engine decides whether it comes back). */
-  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
-    this.child?.kill(signal);
   }
 
   /** Stops the process for good and waits for it to exit. */
