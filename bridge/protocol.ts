@@ -151,31 +151,75 @@ export type FrameHandler = (kind: FrameKind, id: number, payload: Buffer) => voi
 
 /** Splits a byte stream into frames; a frame may span many chunks. */
 export class FrameReader {
-  // Chunks not yet consumed; joined only once a whole frame has arrived, so a
-  // large frame arriving in many chunks is copied once, not once per chunk.
-  private chunks: Buffer[] = [];
+  // Bytes of a frame not yet complete, as received. Only such a frame is
+  // copied (once, when its last byte arrives); every frame that lies within
+  // one chunk is handed on as a view of that chunk.
+  private pending: Buffer[] = [];
   private buffered = 0;
+  /** Bytes the pending frame needs: its header, then header and payload. */
   private needed = HEADER;
 
   constructor(private readonly onFrame: FrameHandler) {}
 
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
+    if (this.pending.length === 0) {
+      this.parse(chunk);
+      return;
+    }
+    this.pending.push(chunk);
     this.buffered += chunk.length;
-    if (this.buffered < this.needed) return;
-    const data = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    while (this.pending.length > 0 && this.buffered >= this.needed) {
+      if (this.needed === HEADER) {
+        this.needed = HEADER + this.take(HEADER, false).readUInt32LE(5);
+        continue;
+      }
+      const frame = this.take(this.needed, true);
+      this.needed = HEADER;
+      this.onFrame(frame[0] as FrameKind, frame.readUInt32LE(1), frame.subarray(HEADER));
+      // What is left lies within the last chunk: parse it in place.
+      if (this.pending.length === 1) {
+        const rest = this.pending[0]!;
+        this.pending = [];
+        this.buffered = 0;
+        this.parse(rest);
+      }
+    }
+  }
+
+  /** Copies the first `n` pending bytes into one buffer; `consume` removes them. */
+  private take(n: number, consume: boolean): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let filled = 0;
+    let used = 0;
+    while (filled < n) {
+      const chunk = this.pending[used]!;
+      const part = Math.min(chunk.length, n - filled);
+      chunk.copy(out, filled, 0, part);
+      filled += part;
+      if (part === chunk.length) used++;
+      else if (consume) this.pending[used] = chunk.subarray(part);
+    }
+    if (consume) {
+      this.pending.splice(0, used);
+      this.buffered -= n;
+    }
+    return out;
+  }
+
+  /** Hands on every whole frame of `data` as a view; keeps an incomplete tail. */
+  private parse(data: Buffer): void {
     let at = 0;
     while (data.length - at >= HEADER) {
       const size = data.readUInt32LE(at + 5);
       if (data.length - at < HEADER + size) break;
-      const kind = data[at] as FrameKind;
-      const id = data.readUInt32LE(at + 1);
-      this.onFrame(kind, id, data.subarray(at + HEADER, at + HEADER + size));
+      this.onFrame(data[at] as FrameKind, data.readUInt32LE(at + 1), data.subarray(at + HEADER, at + HEADER + size));
       at += HEADER + size;
     }
-    const rest = data.subarray(at);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
-    this.needed = rest.length >= HEADER ? HEADER + rest.readUInt32LE(5) : HEADER;
+    if (at < data.length) {
+      const rest = data.subarray(at);
+      this.pending = [rest];
+      this.buffered = rest.length;
+      this.needed = rest.length >= HEADER ? HEADER + rest.readUInt32LE(5) : HEADER;
+    }
   }
 }
