@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
-import { type Endpoint, Engine, IsletError, type TenantLog } from './index.js';
+import { type Endpoint, Engine, type EngineOptions, IsletError, type TenantLog } from './index.js';
 
 const HELP = `islet: run untrusted tenant scripts that speak Eclipse Dirigible's
 net/v4/websockets API, each project in its own V8 isolate.
@@ -59,6 +59,33 @@ function usage(message: string): never {
   process.exit(2);
 }
 
+/** Options both commands take. */
+const COMMON_OPTIONS = {
+  root: { type: 'string' },
+  workers: { type: 'string' },
+  limit: { type: 'string', multiple: true },
+  'allow-host': { type: 'string', multiple: true },
+  'deny-host': { type: 'string', multiple: true },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+interface CommonValues {
+  workers?: string;
+  limit?: string[];
+  'allow-host'?: string[];
+  'deny-host'?: string[];
+}
+
+/** Engine options from the flags both commands take; the engine validates them. */
+function engineOptions(values: CommonValues, root: string, allowPrivate: boolean): EngineOptions {
+  return {
+    root,
+    workers: values.workers === undefined ? undefined : Number(values.workers),
+    limits: parseLimits(values.limit),
+    outbound: { allowPrivate, allow: values['allow-host'], deny: values['deny-host'] },
+  };
+}
+
 /** `--limit NAME=VALUE` flags as engine limits; the engine validates names and ranges. */
 function parseLimits(flags: string[] | undefined): Record<string, number> {
   const limits: Record<string, number> = {};
@@ -90,29 +117,15 @@ async function run(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: {
-      root: { type: 'string' },
-      workers: { type: 'string' },
-      'deny-private': { type: 'boolean' },
-      limit: { type: 'string', multiple: true },
-      'allow-host': { type: 'string', multiple: true },
-      'deny-host': { type: 'string', multiple: true },
-      help: { type: 'boolean', short: 'h' },
-    },
+    options: { ...COMMON_OPTIONS, 'deny-private': { type: 'boolean' } },
   });
   if (values.help) {
     process.stdout.write(HELP);
     return 0;
   }
   if (positionals.length !== 1) usage('run takes exactly one script');
-  const workers = values.workers === undefined ? undefined : Number(values.workers);
-  const engine = new Engine({
-    root: values.root ?? process.cwd(),
-    workers,
-    limits: parseLimits(values.limit),
-    // A script run on one's own machine may reach its services; a server's tenants may not.
-    outbound: { allowPrivate: values['deny-private'] !== true, allow: values['allow-host'], deny: values['deny-host'] },
-  });
+  // A script run on one's own machine may reach its services; a server's tenants may not.
+  const engine = new Engine(engineOptions(values, values.root ?? process.cwd(), values['deny-private'] !== true));
   watch(engine);
   const stop = (): void => void engine.close().then(() => process.exit(130));
   process.once('SIGINT', stop);
@@ -134,16 +147,11 @@ async function serve(args: string[]): Promise<number> {
     args,
     allowPositionals: true,
     options: {
-      root: { type: 'string' },
+      ...COMMON_OPTIONS,
       port: { type: 'string', default: '8080' },
       host: { type: 'string', default: '127.0.0.1' },
-      workers: { type: 'string' },
       'allow-origin': { type: 'string', multiple: true },
-      limit: { type: 'string', multiple: true },
       'allow-private': { type: 'boolean' },
-      'allow-host': { type: 'string', multiple: true },
-      'deny-host': { type: 'string', multiple: true },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
@@ -152,13 +160,7 @@ async function serve(args: string[]): Promise<number> {
   }
   if (positionals.length > 1) usage('serve takes at most one ROOT');
   const root = path.resolve(positionals[0] ?? values.root ?? process.cwd());
-  const engine = new Engine({
-    root,
-    workers: values.workers === undefined ? undefined : Number(values.workers),
-    allowedOrigins: values['allow-origin'] ?? null,
-    limits: parseLimits(values.limit),
-    outbound: { allowPrivate: values['allow-private'] === true, allow: values['allow-host'], deny: values['deny-host'] },
-  });
+  const engine = new Engine({ ...engineOptions(values, root, values['allow-private'] === true), allowedOrigins: values['allow-origin'] ?? null });
   watch(engine);
   const host = values.host;
   // Endpoints are listed once the server is bound (its real port known), then after each reload.
