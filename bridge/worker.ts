@@ -60,10 +60,28 @@ function allocateId(): number {
   return nextId++;
 }
 
+/** Open outbound clients per tenant, kept with `sockets` (checked on every connect and every settled run). */
+const clients = new Map<string, number>();
+
 function clientCount(tenant: string): number {
-  let count = 0;
-  for (const socket of sockets.values()) if (socket.tenant === tenant && socket.endpoint === '') count++;
-  return count;
+  return clients.get(tenant) ?? 0;
+}
+
+/** Records a socket of a tenant; `sockets` is only changed here and in `dropSocket`. */
+function keepSocket(socket: SocketInfo): void {
+  if (sockets.has(socket.id)) dropSocket(socket.id);
+  sockets.set(socket.id, socket);
+  if (socket.endpoint === '') clients.set(socket.tenant, clientCount(socket.tenant) + 1);
+}
+
+function dropSocket(id: number): void {
+  const socket = sockets.get(id);
+  if (socket === undefined) return;
+  sockets.delete(id);
+  if (socket.endpoint !== '') return;
+  const left = clientCount(socket.tenant) - 1;
+  if (left > 0) clients.set(socket.tenant, left);
+  else clients.delete(socket.tenant);
 }
 
 const host: TenantHost = {
@@ -93,7 +111,7 @@ const host: TenantHost = {
       state: 'connecting',
       endpoint: '',
     };
-    sockets.set(socket.id, socket);
+    keepSocket(socket);
     send({ t: 'connect', socket });
     return socket.id;
   },
@@ -344,7 +362,7 @@ function onControl(message: HostToWorker): void {
       break;
     }
     case 'adopt': {
-      for (const socket of message.sockets) sockets.set(socket.id, socket);
+      for (const socket of message.sockets) keepSocket(socket);
       // A tenant not created yet adopts its sockets when it is.
       for (const [name, tenant] of tenants) {
         const own = message.sockets.filter((socket) => socket.tenant === name);
@@ -357,7 +375,7 @@ function onControl(message: HostToWorker): void {
       break;
     case 'accept': {
       const socket = message.socket;
-      sockets.set(socket.id, socket);
+      keepSocket(socket);
       queue(tenantNamed(socket.tenant), Event.Open, socket.id, `${socket.handler}\n${socket.endpoint}`);
       break;
     }
@@ -372,7 +390,7 @@ function onControl(message: HostToWorker): void {
         queue(tenant, Event.Error, message.id, message.text ?? '');
       } else {
         // Once closed the socket is no longer the tenant's: output to it is dropped.
-        sockets.delete(message.id);
+        dropSocket(message.id);
         queue(tenant, Event.Close, message.id, '');
       }
       break;

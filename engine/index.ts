@@ -107,6 +107,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private watcher: FSWatcher | null = null;
   private reloadTimer: NodeJS.Timeout | null = null;
   private readonly servers = new Set<http.Server>();
+  /** Whether a root-relative file is an endpoint's handler source (not served as a page); set at each load. */
+  private isHandlerFile: (relative: string) => boolean = () => false;
   private hostIds = { next: 0, end: 0 };
   private readonly quarantine: Quarantine;
   private readonly asks = new Map<number, (reply: { isolates: number; sockets: number }) => void>();
@@ -328,8 +330,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Serves the projects' static pages; returns false for any other path. */
   handleRequest(req: IncomingMessage, res: ServerResponse): boolean {
     this.serve();
-    const handlers = handlerFileMatcher([...this.served.values()].map((e) => e.handler));
-    return serveStatic(this.root, handlers, req, res);
+    return serveStatic(this.root, this.isHandlerFile, req, res);
   }
 
   private async acceptSession(endpoint: Endpoint, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -379,6 +380,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const scan = scanProjects(this.root);
     this.served.clear();
     for (const [name, endpoint] of scan.endpoints) this.served.set(name, endpoint);
+    this.isHandlerFile = handlerFileMatcher([...this.served.values()].map((e) => e.handler));
     for (const problem of scan.problems) this.emit('descriptorError', problem);
     this.emit('endpoints', [...this.served.values()]);
   }
@@ -505,7 +507,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       // handler bundles, before anything that was queued while it was down.
       const sockets = this.sockets.ofWorker(worker);
       if (sockets.length === 0) return;
-      for (const info of sockets) {
+      const handlers = new Map<string, SocketInfo>();
+      for (const info of sockets) handlers.set(info.handler, info);
+      for (const info of handlers.values()) {
         let bundle: BundledCode | undefined;
         try {
           bundle = this.bundler.cached(resolveHandler(this.root, info.handler, info.tenant).relative);
