@@ -4,6 +4,7 @@
 // them; everything else is a JSON control message. Frames are appended to one
 // buffer and flushed once per event-loop turn: one write per message costs
 // too much (see DESIGN.md, "The host↔worker channel").
+import { readSync, writeSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 
 export const FrameKind = {
@@ -77,12 +78,11 @@ export type LogLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
 export type WorkerToHost =
   | { t: 'ready' }
   /**
-   * The worker has received `seq` frames and starts on them now (the host may
-   * forget them): it is about to call into `tenant`'s isolate.
+   * The turn is over: the frames up to `seq` are done with (the host may
+   * forget them), `calls` calls into isolates were started so far, and no
+   * tenant code runs until the next turn (see `ProgressLog`).
    */
-  | { t: 'ack'; seq: number; tenant: string }
-  /** The turn is over: no tenant code runs until the next ack. */
-  | { t: 'idle'; seq: number }
+  | { t: 'idle'; seq: number; calls: number }
   | { t: 'needIds' }
   | { t: 'connect'; socket: SocketInfo }
   | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }
@@ -144,6 +144,65 @@ export class FrameWriter {
     // again; if part of it is still queued, the stream holds the buffer, so
     // start a new one. No copy of the batch either way.
     if (this.stream.writableLength > 0) this.buffer = Buffer.allocUnsafe(this.buffer.length);
+  }
+}
+
+/**
+ * What a worker is doing, written where the host can read it after the
+ * process died. Before each call into a tenant the worker records how many
+ * frames it has received and whose code it runs now, with a plain positioned
+ * write into a file the host shares: no wake-up of the host, unlike a frame
+ * on the pipe, and the record outlives the process. The host reads the file
+ * only when the process is gone: the frames each recorded call took are not
+ * sent again, and the tenant of the last one is the one whose code was
+ * running. A turn's records follow each other from offset 0; the `idle`
+ * message ending the turn makes them stale (each record carries the count of
+ * calls so far, and so does `idle`).
+ */
+export const PROGRESS_FD = 4;
+const SLOT = 512;
+const NAME_AT = 18;
+
+export interface ProgressRecord {
+  calls: number;
+  seq: number;
+  tenant: string;
+}
+
+export class ProgressLog {
+  private readonly record = Buffer.alloc(SLOT);
+  private slot = 0;
+
+  constructor(private readonly fd: number) {}
+
+  /** A new turn: its records start again at the top. */
+  startTurn(): void {
+    this.slot = 0;
+  }
+
+  /** The `calls`-th call, into `tenant`, is about to start, with `seq` frames received. */
+  starting(calls: number, seq: number, tenant: string): void {
+    const r = this.record;
+    r.writeDoubleLE(calls, 0);
+    r.writeDoubleLE(seq, 8);
+    // Tenant names are directory names (at most 255 bytes): they fit.
+    const length = r.write(tenant, NAME_AT, 'utf8');
+    r.writeUInt16LE(length, 16);
+    writeSync(this.fd, r, 0, NAME_AT + length, this.slot * SLOT);
+    this.slot++;
+  }
+
+  /** The records of calls after the `calls`-th, in order: what a dead worker was doing. */
+  static read(fd: number, calls: number): ProgressRecord[] {
+    const records: ProgressRecord[] = [];
+    const r = Buffer.alloc(SLOT);
+    for (let at = 0; readSync(fd, r, 0, SLOT, at) >= NAME_AT; at += SLOT) {
+      const record = { calls: r.readDoubleLE(0), seq: r.readDoubleLE(8), tenant: r.toString('utf8', NAME_AT, NAME_AT + r.readUInt16LE(16)) };
+      // Past the records of the unfinished turn: an older turn's, or nothing.
+      if (records.length === 0 ? record.calls <= calls : record.calls !== records[records.length - 1]!.calls + 1) break;
+      records.push(record);
+    }
+    return records;
   }
 }
 

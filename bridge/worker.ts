@@ -11,6 +11,8 @@ import {
   FrameReader,
   FrameWriter,
   ID_BLOCK,
+  PROGRESS_FD,
+  ProgressLog,
   type BundledCode,
   type HostToWorker,
   type LogLevel,
@@ -25,6 +27,7 @@ const LEVELS: LogLevel[] = ['log', 'info', 'warn', 'error', 'debug'];
 
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });
 const writer = new FrameWriter(channel);
+const progress = new ProgressLog(PROGRESS_FD);
 
 let runtime = '';
 let root = '';
@@ -177,22 +180,23 @@ function markDirty(tenant: Tenant): void {
   }
 }
 
-/** Frames received from the host, and how many of them the host knows we started on. */
+/** Frames received from the host, and calls into isolates started. */
 let received = 0;
-let acknowledged = 0;
+let calls = 0;
 
 /** Once per turn: one call into each tenant that has events. */
 function flush(): void {
   flushScheduled = false;
+  progress.startTurn();
   for (const tenant of dirty) {
     dirty.delete(tenant);
     if (tenants.get(tenant.name) !== tenant) continue;
-    // Tell the host, before running them, that the frames received so far are
-    // taken and whose code runs now: if this process dies during the call,
-    // the host sends the new one only what came after, and knows the culprit.
-    acknowledged = received;
-    send({ t: 'ack', seq: received, tenant: tenant.name });
+    // What earlier calls of this turn produced leaves before the next call
+    // starts: if that call kills this process, their output is not lost.
     writer.flush();
+    // Recorded before the call: if this process dies during it, the host
+    // sends the new one only the frames that came after, and knows the culprit.
+    progress.starting(++calls, received, tenant.name);
     let output: Batch;
     try {
       output = tenant.dispatch();
@@ -203,8 +207,9 @@ function flush(): void {
     forward(tenant, output);
     settleRuns(tenant.name);
   }
-  // Goes out with this turn's output: no tenant code is running any more.
-  send({ t: 'idle', seq: acknowledged });
+  // Goes out with this turn's output, now rather than a turn later.
+  send({ t: 'idle', seq: received, calls });
+  writer.flush();
 }
 
 /** A call into the isolate threw: it timed out, or the isolate is gone. */

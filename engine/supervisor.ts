@@ -3,15 +3,20 @@
 // through one duplex pipe on its fd 3. A worker that dies is started again by
 // the engine; what the host sends meanwhile waits here and goes out, in
 // order, once the new process is ready. So do the frames the dead process had
-// not started on: the worker acknowledges frames (`ack`, a count) before it
-// runs them, and the host keeps every frame it sent until acknowledged.
+// not started on: the host keeps every frame it sent until the worker's turn
+// that took it is over (`idle`), and learns from the worker's progress log
+// which of them a dead process had taken (`ProgressLog`).
 import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, openSync, unlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import {
   FrameKind,
   FrameReader,
   FrameWriter,
+  ProgressLog,
   type HostToWorker,
   type WorkerToHost,
 } from '../bridge/protocol.js';
@@ -38,10 +43,10 @@ interface FrameQueue {
 }
 
 /**
- * Frames sent to the current process and not yet acknowledged, per tenant
- * (tenant '' for frames of no tenant). A worker acknowledges one tenant's
- * frames just before it calls into that tenant: if that call kills it, the
- * other tenants' frames of the same turn are still here to be sent again.
+ * Frames sent to the current process and not yet done with, per tenant
+ * (tenant '' for frames of no tenant). When the process dies during a turn,
+ * the frames each call of that turn took are dropped (`ack`); the other
+ * tenants' frames of the same turn are still here to be sent again.
  */
 class Unacknowledged {
   private readonly queues = new Map<string, FrameQueue>();
@@ -52,17 +57,25 @@ class Unacknowledged {
     queue.frames.push({ seq, frame });
   }
 
-  /** The worker is about to run `tenant`'s frames up to `seq` (and has taken every frame of no tenant). */
+  /** The worker started on `tenant`'s frames up to `seq` (and had taken every frame of no tenant). */
   ack(tenant: string, seq: number): void {
-    for (const name of [tenant, '']) {
-      const queue = this.queues.get(name);
-      if (queue === undefined) continue;
-      while (queue.head < queue.frames.length && queue.frames[queue.head]!.seq <= seq) queue.head++;
-      if (queue.head === queue.frames.length) this.queues.delete(name);
-      else if (queue.head > 1024 && queue.head * 2 > queue.frames.length) {
-        queue.frames = queue.frames.slice(queue.head);
-        queue.head = 0;
-      }
+    this.drop(tenant, seq);
+    this.drop('', seq);
+  }
+
+  /** A turn is over: every frame up to `seq` is done with. */
+  done(seq: number): void {
+    for (const name of this.queues.keys()) this.drop(name, seq);
+  }
+
+  private drop(name: string, seq: number): void {
+    const queue = this.queues.get(name);
+    if (queue === undefined) return;
+    while (queue.head < queue.frames.length && queue.frames[queue.head]!.seq <= seq) queue.head++;
+    if (queue.head === queue.frames.length) this.queues.delete(name);
+    else if (queue.head > 1024 && queue.head * 2 > queue.frames.length) {
+      queue.frames = queue.frames.slice(queue.head);
+      queue.head = 0;
     }
   }
 
@@ -74,6 +87,14 @@ class Unacknowledged {
   }
 }
 
+/** The file behind a worker's progress log; unlinked at once, so nothing is left behind. */
+function openProgressFile(): number {
+  const file = path.join(os.tmpdir(), `islet-progress-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const fd = openSync(file, 'wx+', 0o600);
+  unlinkSync(file);
+  return fd;
+}
+
 export class SandboxWorker {
   /** Tenants placed on this worker; they stay here across restarts. */
   readonly tenants = new Set<string>();
@@ -83,8 +104,8 @@ export class SandboxWorker {
   private writer: FrameWriter | null = null;
   private isReady = false;
   private queued: { tenant: string; frame: Frame }[] = [];
-  /** The tenant whose code the process is running, as it last said; null between calls. */
-  private runningTenant: string | null = null;
+  /** Calls into isolates the process had started when it last ended a turn. */
+  private callsAtIdle = 0;
   /** Frames written to the current process; the worker counts the same. */
   private written = 0;
   private readonly unacknowledged = new Unacknowledged();
@@ -105,10 +126,13 @@ export class SandboxWorker {
     // A small young generation keeps the worker's RSS down under load (the
     // strings copied in and out of isolates are short-lived): 98 -> 76 MB peak
     // at 4 KiB echo, same CPU (measured with the bench's echo load).
+    const progress = openProgressFile();
+    // fd 3: the frame pipe; fd 4 (PROGRESS_FD): the progress log.
     const child = spawn(process.execPath, ['--no-node-snapshot', '--max-semi-space-size=2', WORKER_ENTRY], {
-      stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
+      stdio: ['ignore', 'inherit', 'inherit', 'pipe', progress],
     });
     this.child = child;
+    this.callsAtIdle = 0;
     const pipe = child.stdio[3] as Duplex;
     const writer = new FrameWriter(pipe);
     this.writer = writer;
@@ -127,13 +151,9 @@ export class SandboxWorker {
           started();
           return;
         }
-        if (message.t === 'ack') {
-          this.unacknowledged.ack(message.tenant, message.seq);
-          this.runningTenant = message.tenant;
-          return;
-        }
         if (message.t === 'idle') {
-          this.runningTenant = null;
+          this.unacknowledged.done(message.seq);
+          this.callsAtIdle = message.calls;
           return;
         }
         this.listener.control(this, message);
@@ -148,6 +168,11 @@ export class SandboxWorker {
     // A dying worker's pipe errors (EPIPE, ECONNRESET); its exit is what counts.
     pipe.on('error', () => {});
     child.once('exit', (code, signal) => {
+      // The calls of the turn the process died in: what they took is done with,
+      // and the last one's tenant was running.
+      const started = ProgressLog.read(progress, this.callsAtIdle);
+      closeSync(progress);
+      for (const call of started) this.unacknowledged.ack(call.tenant, call.seq);
       if (this.child !== child) return;
       this.child = null;
       this.writer = null;
@@ -156,9 +181,7 @@ export class SandboxWorker {
       // What the dead process had not started on goes to the next one first.
       this.queued = [...this.unacknowledged.take(), ...this.queued];
       this.written = 0;
-      const running = this.runningTenant;
-      this.runningTenant = null;
-      this.listener.exit(this, child.pid, code, signal, running);
+      this.listener.exit(this, child.pid, code, signal, started.at(-1)?.tenant ?? null);
     });
     this.writeNow((w) => w.control(this.init()), null);
     return whenReady;
