@@ -89,6 +89,8 @@ function tenantError(text: string): IsletError {
 
 /** Module names of scripts (each run defines its script again), apart from handler ids. */
 const SCRIPT_PREFIX = 'script:';
+/** One shared listener for errors that need no handling (none made per socket). */
+const ignore = (): void => {};
 /** How long the watcher waits for a burst of file changes to end. */
 const RELOAD_DEBOUNCE_MS = 50;
 
@@ -289,7 +291,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     const pathname = new URL(req.url ?? '/', 'http://islet').pathname;
     if (!pathname.startsWith(SERVICE_PREFIX)) return false;
-    socket.on('error', () => {}); // a peer that resets mid-upgrade is its own loss
+    socket.on('error', ignore); // a peer that resets mid-upgrade is its own loss
     if (this.state !== 'running') {
       refuseUpgrade(socket, 503, 'islet is not running');
       return true;

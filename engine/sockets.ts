@@ -114,17 +114,20 @@ export class Sockets {
   private couple(socket: HostSocket, ws: WebSocket): void {
     const { worker, info } = socket;
     const session = info.endpoint !== '';
-    ws.on('open', () => {
-      info.state = 'open';
-      worker.send({ t: 'event', id: info.id, event: 'open' }, info.tenant);
-      const waiting = socket.waiting;
-      socket.waiting = [];
-      socket.waitingBytes = 0;
-      for (const item of waiting) {
-        if (item === CLOSE) this.close(info.id);
-        else ws.send(item, { binary: false });
-      }
-    });
+    // A session is open already; only a client waits for its handshake.
+    if (!session) {
+      ws.on('open', () => {
+        info.state = 'open';
+        worker.send({ t: 'event', id: info.id, event: 'open' }, info.tenant);
+        const waiting = socket.waiting;
+        socket.waiting = [];
+        socket.waitingBytes = 0;
+        for (const item of waiting) {
+          if (item === CLOSE) this.close(info.id);
+          else ws.send(item, { binary: false });
+        }
+      });
+    }
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) {
         // The API is text only (RFC 6455 7.4.1: 1003, unsupported data). A

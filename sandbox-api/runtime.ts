@@ -205,11 +205,18 @@ function waitFor(socket: string, pending: PromiseLike<unknown>): void {
   watch(pending);
 }
 
+/** "handler\nendpoint" of the endpoints sessions came in on: every session of one endpoint shares the two strings. */
+const endpointOf = new MapCtor<string, [handler: string, endpoint: string]>();
+
 function runSocketEvent(kind: number, socket: string, text: string): PromiseLike<unknown> | undefined {
   if (kind === Event.Open && text !== '' && handlerOf(socket) === null) {
-    // A session the host accepted on one of this tenant's endpoints: "handler\nendpoint".
-    const split = text.indexOf('\n');
-    adoptSocket(socket, '', text.slice(0, split), 'javascript', 'open', text.slice(split + 1));
+    // A session the host accepted on one of this tenant's endpoints.
+    let names = endpointOf.get(text);
+    if (names === undefined) {
+      const split = text.indexOf('\n');
+      endpointOf.set(text, (names = [text.slice(0, split), text.slice(split + 1)]));
+    }
+    adoptSocket(socket, '', names[0], 'javascript', 'open', names[1]);
   }
   const handler = handlerOf(socket);
   if (handler === null) return undefined;

@@ -31,7 +31,8 @@ interface SocketRecord {
   handler: string;
   engine: string;
   state: SocketState;
-  api: WebsocketClient | WebsocketSession;
+  /** Made when tenant code first asks for it: most sessions are never looked up. */
+  api: WebsocketClient | WebsocketSession | null;
 }
 
 /** The event a handler call is serving; null between calls. */
@@ -80,7 +81,12 @@ function checkClose(code: unknown, reason: unknown): string {
   return `${code}:${text}`;
 }
 
-function makeApi(record: Omit<SocketRecord, 'api'>): WebsocketClient | WebsocketSession {
+function apiOf(record: SocketRecord): WebsocketClient | WebsocketSession {
+  if (record.api === null) record.api = makeApi(record);
+  return record.api;
+}
+
+function makeApi(record: SocketRecord): WebsocketClient | WebsocketSession {
   const { id, endpoint, uri } = record;
   const socket = Number(id);
   const what = endpoint === null ? 'WebsocketClient' : 'WebsocketSession';
@@ -106,7 +112,7 @@ function makeApi(record: Omit<SocketRecord, 'api'>): WebsocketClient | Websocket
 }
 
 function register(fields: Omit<SocketRecord, 'api'>): SocketRecord {
-  const record = { ...fields, api: makeApi(fields) };
+  const record: SocketRecord = { ...fields, api: null };
   sockets.set(fields.id, record);
   return record;
 }
@@ -146,8 +152,7 @@ export const websockets = freeze({
     // inside this project) and throws an Error naming what is wrong.
     const id = StringCtor(hostConnect(uri, handler, engine));
     const name = engine === undefined || engine === null ? 'javascript' : StringCtor(engine);
-    return register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null })
-      .api as WebsocketClient;
+    return apiOf(register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null })) as WebsocketClient;
   },
   getClients(): ClientMetadata[] {
     const list: ClientMetadata[] = [];
@@ -158,10 +163,10 @@ export const websockets = freeze({
   },
   getClient(id: string): WebsocketClient | null {
     const record = sockets.get(StringCtor(id));
-    return record === undefined || record.endpoint !== null ? null : (record.api as WebsocketClient);
+    return record === undefined || record.endpoint !== null ? null : (apiOf(record) as WebsocketClient);
   },
   getClientByHandler(handler: string): WebsocketClient | null {
-    for (const r of sockets.values()) if (r.endpoint === null && r.handler === handler) return r.api as WebsocketClient;
+    for (const r of sockets.values()) if (r.endpoint === null && r.handler === handler) return apiOf(r) as WebsocketClient;
     return null;
   },
   /** Sessions open on this tenant's endpoints, for a handler that broadcasts. */
@@ -174,7 +179,7 @@ export const websockets = freeze({
   },
   getSession(id: string): WebsocketSession | null {
     const record = sockets.get(StringCtor(id));
-    return record === undefined || record.endpoint === null ? null : (record.api as WebsocketSession);
+    return record === undefined || record.endpoint === null ? null : (apiOf(record) as WebsocketSession);
   },
   getMessage(): string | null {
     return context === null ? null : context.message;
