@@ -18,6 +18,9 @@ export const FrameKind = {
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
 const HEADER = 9;
+/** Written buffers a FrameWriter keeps for reuse (more are only needed while the peer is not reading), and their largest size. */
+const MAX_SPARE = 4;
+const MAX_SPARE_BYTES = 1024 * 1024;
 
 /** Per-tenant limits, set on the engine and enforced by the worker. */
 export interface TenantLimits {
@@ -96,36 +99,44 @@ export const ID_BLOCK = 65536;
 
 /** Appends frames to one buffer and writes it once per event-loop turn. */
 export class FrameWriter {
-  private buffer = Buffer.allocUnsafe(64 * 1024);
+  private buffer: Buffer = Buffer.allocUnsafe(64 * 1024);
   private length = 0;
   private scheduled = false;
+  /**
+   * Buffers the stream has finished writing, to fill again. A buffer handed to
+   * the stream is the stream's until written; taking a fresh one for each
+   * turn instead made about 1 GB/s of garbage under a 4 KiB echo load.
+   */
+  private readonly spare: Buffer[] = [];
 
   constructor(private readonly stream: Duplex) {}
 
   control(message: HostToWorker | WorkerToHost): void {
-    this.frame(FrameKind.Control, 0, JSON.stringify(message));
+    this.text(FrameKind.Control, 0, JSON.stringify(message));
   }
 
-  text(kind: FrameKind, id: number, payload: Buffer | string): void {
-    this.frame(kind, id, payload);
-  }
-
-  private frame(kind: FrameKind, id: number, payload: Buffer | string): void {
-    const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
-    this.reserve(HEADER + size);
+  /**
+   * Appends a text frame; returns the payload's size in bytes, or -1 if it is
+   * over `limit` bytes (then nothing is written). A string is encoded once,
+   * straight into the buffer, and measured by that encoding.
+   */
+  text(kind: FrameKind, id: number, payload: Buffer | string, limit = Infinity): number {
+    // A string takes at most 3 bytes per UTF-16 unit, and at least 1.
+    if (payload.length > limit) return -1;
+    this.reserve(HEADER + (typeof payload === 'string' ? payload.length * 3 : payload.length));
     const b = this.buffer;
-    let at = this.length;
+    const at = this.length;
+    const size = typeof payload === 'string' ? b.write(payload, at + HEADER, 'utf8') : payload.copy(b, at + HEADER);
+    if (size > limit) return -1;
     b[at] = kind;
     b.writeUInt32LE(id, at + 1);
     b.writeUInt32LE(size, at + 5);
-    at += HEADER;
-    if (typeof payload === 'string') b.write(payload, at, 'utf8');
-    else payload.copy(b, at);
-    this.length = at + size;
+    this.length = at + HEADER + size;
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
     }
+    return size;
   }
 
   private reserve(extra: number): void {
@@ -138,12 +149,12 @@ export class FrameWriter {
   flush(): void {
     this.scheduled = false;
     if (this.length === 0 || this.stream.destroyed) return;
-    this.stream.write(this.buffer.subarray(0, this.length));
+    const written = this.buffer;
+    this.stream.write(written.subarray(0, this.length), () => {
+      if (this.spare.length < MAX_SPARE && written.length <= MAX_SPARE_BYTES) this.spare.push(written);
+    });
     this.length = 0;
-    // Usually the pipe takes the whole batch at once and our buffer is free
-    // again; if part of it is still queued, the stream holds the buffer, so
-    // start a new one. No copy of the batch either way.
-    if (this.stream.writableLength > 0) this.buffer = Buffer.allocUnsafe(this.buffer.length);
+    this.buffer = this.spare.pop() ?? Buffer.allocUnsafe(Math.min(written.length, MAX_SPARE_BYTES));
   }
 }
 

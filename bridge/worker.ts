@@ -277,12 +277,10 @@ function forward(tenant: Tenant, output: Batch): void {
     switch (op) {
       case Op.Send: {
         if (sockets.get(id)?.tenant !== tenant.name) break;
-        const bytes = Buffer.byteLength(text);
-        if (bytes > limits.maxMessageBytes) {
+        if (writer.text(FrameKind.TextOut, id, text, limits.maxMessageBytes) < 0) {
+          const bytes = Buffer.byteLength(text);
           uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${bytes} bytes not sent (limit maxMessageBytes ${limits.maxMessageBytes})`);
-          break;
         }
-        writer.text(FrameKind.TextOut, id, text);
         break;
       }
       case Op.Close: {
