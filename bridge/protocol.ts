@@ -109,7 +109,11 @@ export class FrameWriter {
    */
   private readonly spare: Buffer[] = [];
 
-  constructor(private readonly stream: Duplex) {}
+  /** `mayFlush`: asked before each write; false holds the batch (and what follows) until `flush` is called again. */
+  constructor(
+    private readonly stream: Duplex,
+    private readonly mayFlush: () => boolean = () => true,
+  ) {}
 
   control(message: HostToWorker | WorkerToHost): void {
     this.text(FrameKind.Control, 0, JSON.stringify(message));
@@ -148,7 +152,7 @@ export class FrameWriter {
 
   flush(): void {
     this.scheduled = false;
-    if (this.length === 0 || this.stream.destroyed) return;
+    if (this.length === 0 || this.stream.destroyed || !this.mayFlush()) return;
     const written = this.buffer;
     this.stream.write(written.subarray(0, this.length), () => {
       if (this.spare.length < MAX_SPARE && written.length <= MAX_SPARE_BYTES) this.spare.push(written);

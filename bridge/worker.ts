@@ -174,6 +174,11 @@ function queue(tenant: Tenant, kind: number, id: number, text: string): void {
 
 function markDirty(tenant: Tenant): void {
   dirty.add(tenant);
+  scheduleTurn();
+}
+
+/** A turn runs the dirty tenants and ends with `idle`, which also tells the host its frames were taken. */
+function scheduleTurn(): void {
   if (!flushScheduled) {
     flushScheduled = true;
     setImmediate(flush);
@@ -424,7 +429,12 @@ const reader = new FrameReader((kind, id, payload) => {
   }
 });
 
-channel.on('data', (chunk: Buffer) => reader.push(chunk));
+channel.on('data', (chunk: Buffer) => {
+  reader.push(chunk);
+  // Even frames that queue no event are answered with an idle: the host
+  // holds its next batch until this one is taken.
+  scheduleTurn();
+});
 // The host is gone: nothing left to serve.
 channel.on('close', () => process.exit(0));
 channel.on('error', () => process.exit(0));
