@@ -1,6 +1,10 @@
 import { expect } from 'chai';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { FrameKind, FrameReader, FrameWriter } from '../../bridge/protocol.js';
+import { FrameKind, FrameReader, FrameWriter, ProgressLog } from '../../bridge/protocol.js';
 
 describe('host-worker protocol', () => {
   it('protocol: frames written in one batch come out whole and in order, however the byte stream is split', async () => {
@@ -28,6 +32,94 @@ describe('host-worker protocol', () => {
       expect(got.length, `trial ${trial}`).to.equal(frames.length + 1);
       frames.forEach((frame, i) => expect(got[i]).to.deep.equal([FrameKind.TextIn, i, frame]));
       expect(JSON.parse(got[frames.length]![2].toString())).to.deep.equal({ t: 'ids', from: trial });
+    }
+  });
+
+  it('protocol: a frame over its byte limit is not written; a string is measured in UTF-8 bytes', async () => {
+    const written: Buffer[] = [];
+    const sink = new PassThrough();
+    sink.on('data', (d: Buffer) => written.push(Buffer.from(d)));
+    const writer = new FrameWriter(sink);
+    expect(writer.text(FrameKind.TextOut, 1, 'ééé', 5)).to.equal(-1); // 6 bytes
+    expect(writer.text(FrameKind.TextOut, 2, 'x'.repeat(7), 6)).to.equal(-1);
+    expect(writer.text(FrameKind.TextOut, 3, 'ééé', 6)).to.equal(6);
+    expect(writer.text(FrameKind.TextOut, 4, '😀')).to.equal(4);
+    writer.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    const got: [number, string][] = [];
+    new FrameReader((_kind, id, payload) => got.push([id, payload.toString('utf8')])).push(Buffer.concat(written));
+    expect(got).to.deep.equal([
+      [3, 'ééé'],
+      [4, '😀'],
+    ]);
+  });
+
+  it('protocol: batches written to a real socket whose reader stalls arrive intact (a written buffer is reused only once sent)', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    const peer = await accepted;
+    peer.pause();
+    try {
+      const writer = new FrameWriter(client);
+      const frames: Buffer[] = [];
+      let held = 0;
+      // Turns of 512 KiB (buffers small enough to be kept for reuse), far
+      // more in all than the kernel takes while nobody reads.
+      for (let turn = 0; turn < 24; turn++) {
+        for (let i = 0; i < 32; i++) {
+          frames.push(Buffer.alloc(16 * 1024, frames.length % 251));
+          writer.text(FrameKind.TextIn, frames.length - 1, frames.at(-1)!);
+        }
+        writer.flush();
+        await new Promise((resolve) => setImmediate(resolve));
+        held = Math.max(held, client.writableLength);
+      }
+      expect(held, 'the stream held batches the kernel had not taken').to.be.greaterThan(0);
+      const got: Buffer[] = [];
+      const reader = new FrameReader((_kind, id, payload) => {
+        got[id] = Buffer.from(payload);
+      });
+      await new Promise<void>((resolve) => {
+        peer.on('data', (d: Buffer) => {
+          reader.push(d);
+          if (got[frames.length - 1] !== undefined) resolve();
+        });
+        peer.resume();
+      });
+      frames.forEach((frame, i) => expect(got[i]?.equals(frame), `frame ${i}`).to.equal(true));
+    } finally {
+      client.destroy();
+      peer.destroy();
+      server.close();
+    }
+  });
+
+  it('protocol: the progress log gives back the calls of the turn a worker died in, and nothing older', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'islet-progress-'));
+    const fd = openSync(path.join(dir, 'log'), 'w+');
+    try {
+      const log = new ProgressLog(fd);
+      log.startTurn();
+      log.starting(1, 5, 'a');
+      log.starting(2, 5, 'b');
+      log.starting(3, 7, 'ünï');
+      // Died in this turn (the host's last idle said 0 calls).
+      expect(ProgressLog.read(fd, 0)).to.deep.equal([
+        { calls: 1, seq: 5, tenant: 'a' },
+        { calls: 2, seq: 5, tenant: 'b' },
+        { calls: 3, seq: 7, tenant: 'ünï' },
+      ]);
+      // The turn ended (idle: 3 calls); the next one has made one call so far.
+      log.startTurn();
+      log.starting(4, 9, 'c');
+      expect(ProgressLog.read(fd, 3)).to.deep.equal([{ calls: 4, seq: 9, tenant: 'c' }]);
+      // That turn ended too: nothing was running.
+      expect(ProgressLog.read(fd, 4)).to.deep.equal([]);
+    } finally {
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
