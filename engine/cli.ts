@@ -167,7 +167,7 @@ async function serve(args: string[]): Promise<number> {
   let base: string | null = null;
   let pending: Endpoint[] = [];
   const list = (endpoints: Endpoint[]): void => {
-    for (const e of endpoints) process.stdout.write(`  ws://${base}/websockets/v4/service/${e.name}  (${e.file} → ${e.handler})\n`);
+    for (const e of endpoints) process.stdout.write(`  ws://${base}${e.path}  (${e.file} → ${e.handler})\n`);
     if (endpoints.length === 0) process.stdout.write('  (no endpoints: add a *.websocket descriptor to a project)\n');
   };
   engine.on('descriptorError', ({ error }) => process.stderr.write(`islet: ${error.message}\n`));

@@ -13,8 +13,8 @@ import { isInside, resolveHandler, tenantOf } from '../bridge/handler-ids.js';
 import { ID_BLOCK, type BundledCode, type LogLevel, type SocketInfo, type WorkerToHost } from '../bridge/protocol.js';
 import { Bundler, bundleRuntime } from './bundler.js';
 import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import { type DescriptorProblem, type Endpoint, scanProjects } from './projects.js';
-import { handlerFileMatcher, refuseUpgrade, SERVICE_PREFIX, serveStatic } from './server.js';
+import { type DescriptorProblem, type Endpoint, SERVICE_PREFIX, scanProjects } from './projects.js';
+import { handlerFileMatcher, refuseUpgrade, serveStatic } from './server.js';
 import { Quarantine } from './quarantine.js';
 import { Sockets } from './sockets.js';
 import { SandboxWorker } from './supervisor.js';
@@ -355,7 +355,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         id: this.allocateId(),
         tenant: endpoint.project,
         handler: endpoint.handler,
-        uri: SERVICE_PREFIX + endpoint.name,
+        uri: endpoint.path,
         engine: endpoint.engine,
         state: 'open',
         endpoint: endpoint.name,

@@ -9,9 +9,14 @@ import { checkEngine, resolveHandler, tenantOf } from '../bridge/handler-ids.js'
 export const DESCRIPTOR_SUFFIX = '.websocket';
 const ENDPOINT_NAME = /^[A-Za-z0-9._-]{1,128}$/;
 
+/** Where endpoints are served: SERVICE_PREFIX + name. */
+export const SERVICE_PREFIX = '/websockets/v4/service/';
+
 export interface Endpoint {
-  /** Served at /websockets/v4/service/<name>; unique across all projects. */
+  /** Unique across all projects. */
   name: string;
+  /** The path it is served at: /websockets/v4/service/<name>. */
+  path: string;
   project: string;
   /** Handler module id, inside the project. */
   handler: string;
@@ -84,7 +89,7 @@ function readDescriptor(root: string, file: string, taken: Map<string, Endpoint>
     return problem(file, 'engine', (error as Error).message);
   }
   if (description !== undefined && typeof description !== 'string') return problem(file, 'description', 'must be a string');
-  return { name: endpoint, project, handler: handlerId, description: description ?? '', engine: engineName, file };
+  return { name: endpoint, path: SERVICE_PREFIX + endpoint, project, handler: handlerId, description: description ?? '', engine: engineName, file };
 }
 
 /** Reads and validates every descriptor under the root. */

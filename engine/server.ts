@@ -9,7 +9,6 @@ import type { Duplex } from 'node:stream';
 import { HANDLER_EXTENSIONS, isInside } from '../bridge/handler-ids.js';
 import { DESCRIPTOR_SUFFIX } from './projects.js';
 
-export const SERVICE_PREFIX = '/websockets/v4/service/';
 export const WEB_PREFIX = '/services/web/';
 
 const TYPES: Record<string, string> = {

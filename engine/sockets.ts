@@ -16,16 +16,25 @@ import type { SandboxWorker } from './supervisor.js';
 const CLOSE = null;
 /** How long closing the engine waits for a peer to answer a close frame. */
 const CLOSE_GRACE_MS = 1000;
+/** Where a coupled ws socket keeps its HostSocket. */
+const HOST_SOCKET = Symbol('islet host socket');
 
 interface HostSocket {
   info: SocketInfo;
   worker: SandboxWorker;
   ws: WebSocket | null;
-  waiting: (Buffer | typeof CLOSE)[];
+  /** What a client's tenant sent or closed before it opened; made on first use. */
+  waiting: (Buffer | typeof CLOSE)[] | null;
   /** Bytes in `waiting`. */
   waitingBytes: number;
   /** Messages are being dropped (maxQueuedBytes); the tenant has been told once. */
   overflowing: boolean;
+}
+
+type Coupled = WebSocket & { [HOST_SOCKET]: HostSocket };
+
+function hostSocketOf(ws: WebSocket): HostSocket {
+  return (ws as Coupled)[HOST_SOCKET];
 }
 
 export interface SocketHost {
@@ -46,6 +55,13 @@ export class Sockets {
 
   constructor(private readonly host: SocketHost) {}
 
+  /**
+   * The listeners of every coupled ws socket, made once: each finds its
+   * HostSocket on the ws object. Closures per socket cost an idle session
+   * about 200 bytes more.
+   */
+  private readonly listeners = this.makeListeners();
+
   counts(): { sessions: number; clients: number } {
     let sessions = 0;
     for (const n of this.sessionCounts.values()) sessions += n;
@@ -65,7 +81,7 @@ export class Sockets {
 
   /** Takes a session the endpoint server accepted; the worker's handler is already loaded. */
   accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
-    const socket: HostSocket = { info, worker, ws, waiting: [], waitingBytes: 0, overflowing: false };
+    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false };
     this.sockets.set(info.id, socket);
     this.sessionCounts.set(info.tenant, this.sessionsOf(info.tenant) + 1);
     worker.send({ t: 'accept', socket: info }, info.tenant);
@@ -74,7 +90,7 @@ export class Sockets {
 
   /** Opens an outbound client a tenant asked for. */
   async open(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const socket: HostSocket = { info, worker, ws: null, waiting: [], waitingBytes: 0, overflowing: false };
+    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false };
     this.sockets.set(info.id, socket);
     try {
       await this.host.loadHandler(worker, info);
@@ -112,44 +128,56 @@ export class Sockets {
 
   /** Joins one `ws` socket to its tenant's handler, both ways. */
   private couple(socket: HostSocket, ws: WebSocket): void {
-    const { worker, info } = socket;
-    const session = info.endpoint !== '';
+    (ws as Coupled)[HOST_SOCKET] = socket;
     // A session is open already; only a client waits for its handshake.
-    if (!session) {
-      ws.on('open', () => {
+    if (socket.info.endpoint === '') ws.on('open', this.listeners.open);
+    ws.on('message', this.listeners.message);
+    ws.on('error', this.listeners.error);
+    ws.on('close', this.listeners.close);
+  }
+
+  private makeListeners() {
+    const sockets = this;
+    return {
+      open(this: WebSocket): void {
+        const socket = hostSocketOf(this);
+        const { info, worker } = socket;
         info.state = 'open';
         worker.send({ t: 'event', id: info.id, event: 'open' }, info.tenant);
-        const waiting = socket.waiting;
-        socket.waiting = [];
+        const waiting = socket.waiting ?? [];
+        socket.waiting = null;
         socket.waitingBytes = 0;
         for (const item of waiting) {
-          if (item === CLOSE) this.close(info.id);
-          else ws.send(item, { binary: false });
+          if (item === CLOSE) sockets.close(info.id);
+          else this.send(item, { binary: false });
         }
-      });
-    }
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (isBinary) {
-        // The API is text only (RFC 6455 7.4.1: 1003, unsupported data). A
-        // session is closed; a client's handler is told, as the server is not ours.
-        if (session) {
-          ws.close(1003, 'islet endpoints take text frames only');
+      },
+      message(this: WebSocket, data: Buffer, isBinary: boolean): void {
+        const { info, worker } = hostSocketOf(this);
+        if (isBinary) {
+          // The API is text only (RFC 6455 7.4.1: 1003, unsupported data). A
+          // session is closed; a client's handler is told, as the server is not ours.
+          if (info.endpoint !== '') {
+            this.close(1003, 'islet endpoints take text frames only');
+            return;
+          }
+          worker.send({ t: 'event', id: info.id, event: 'error', text: `binary frame of ${data.length} bytes ignored: islet clients take text only` }, info.tenant);
           return;
         }
-        worker.send({ t: 'event', id: info.id, event: 'error', text: `binary frame of ${data.length} bytes ignored: islet clients take text only` }, info.tenant);
-        return;
-      }
-      worker.text(info.id, data, info.tenant);
-    });
-    ws.on('error', (error: Error) => {
-      worker.send({ t: 'event', id: info.id, event: 'error', text: error.message }, info.tenant);
-    });
-    ws.on('close', () => {
-      // ws reports a failed connection as 'error' then 'close': onError, then
-      // onClose, and the client leaves the registry, as in Dirigible.
-      this.forget(socket);
-      worker.send({ t: 'event', id: info.id, event: 'close' }, info.tenant);
-    });
+        worker.text(info.id, data, info.tenant);
+      },
+      error(this: WebSocket, error: Error): void {
+        const { info, worker } = hostSocketOf(this);
+        worker.send({ t: 'event', id: info.id, event: 'error', text: error.message }, info.tenant);
+      },
+      close(this: WebSocket): void {
+        // ws reports a failed connection as 'error' then 'close': onError, then
+        // onClose, and the client leaves the registry, as in Dirigible.
+        const socket = hostSocketOf(this);
+        sockets.forget(socket);
+        socket.worker.send({ t: 'event', id: socket.info.id, event: 'close' }, socket.info.tenant);
+      },
+    };
   }
 
   /** A socket that never opened: report the reason, then the close. */
@@ -219,7 +247,7 @@ export class Sockets {
       this.cork(ws!);
       ws!.send(payload, { binary: false });
     } else {
-      socket.waiting.push(payload);
+      (socket.waiting ??= []).push(payload);
       socket.waitingBytes += payload.length;
     }
   }
@@ -229,7 +257,7 @@ export class Sockets {
     if (socket === undefined) return;
     socket.info.state = 'closing';
     if (socket.ws?.readyState === WebSocket.OPEN) socket.ws.close(code, reason);
-    else if (socket.ws === null || socket.ws.readyState === WebSocket.CONNECTING) socket.waiting.push(CLOSE);
+    else if (socket.ws === null || socket.ws.readyState === WebSocket.CONNECTING) (socket.waiting ??= []).push(CLOSE);
   }
 
   /** Closes every socket of a tenant (it was quarantined): sessions with `code`, clients with 1001. */
