@@ -251,6 +251,22 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * RSS once it has stopped moving (two samples 250 ms apart within 1%, at
+ * most 5 s): what idle sockets cost, not the garbage of opening them that a
+ * collector has yet to return.
+ */
+async function settledRssKiB(pids: number[]): Promise<number> {
+  let last = rssKiB(pids);
+  for (let waited = 0; waited < 5000; waited += 250) {
+    await sleep(250);
+    const now = rssKiB(pids);
+    if (Math.abs(now - last) <= last * 0.01) return now;
+    last = now;
+  }
+  return last;
+}
+
 /** RSS per open idle session, islet against plain ws. */
 async function idleSessions(root: string): Promise<{ ws: number; islet: number }> {
   const perSession = async (target: Target): Promise<number> => {
@@ -261,8 +277,7 @@ async function idleSessions(root: string): Promise<{ ws: number; islet: number }
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     await waitForLine(holder, /"opened":(\d+)/);
-    await sleep(500);
-    const after = rssKiB(target.pids());
+    const after = await settledRssKiB(target.pids());
     holder.kill('SIGKILL');
     return (after - before) / SCALE.sessions;
   };
