@@ -97,4 +97,33 @@ describe('sandbox worker death: delivery', () => {
     const replies = await client.receive(21);
     expect(replies).to.deep.equal(['got 0', ...Array.from({ length: 20 }, (_, i) => `got ${i + 1}`)]);
   });
+
+  it('worker death: megabytes of messages kept for the restarted worker come back intact and in order', async () => {
+    const root = makeRoot({
+      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
+      'p/h.js': `
+        exports.onMessage = (m) => {
+          if (m === "busy") { const end = Date.now() + 800; while (Date.now() < end); return "was busy"; }
+          return m.length + ":" + m.slice(0, 8);
+        };
+      `,
+    });
+    const s = await serveRoot(root);
+    const client = await connect(s.url('e'));
+    const message = (i: number, size: number): string => `${String(i).padStart(8, '0')}${'x'.repeat(size - 8)}`;
+    // Several MiB through the host's replay buffer first, so it has wrapped round.
+    for (let i = 0; i < 300; i++) client.ws.send(message(i, 8 * 1024));
+    expect(await client.receive(300)).to.deep.equal(Array.from({ length: 300 }, (_, i) => `8192:${String(i).padStart(8, '0')}`));
+    const [pid] = s.engine.workerPids;
+    const restarted = once(s.engine, 'workerRestart');
+    client.ws.send('busy');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // More than the replay buffer's first size waits unstarted when the worker dies.
+    for (let i = 0; i < 40; i++) client.ws.send(message(i, 64 * 1024));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    process.kill(pid!, 'SIGKILL');
+    await restarted;
+    const replies = await client.receive(340);
+    expect(replies.slice(300)).to.deep.equal(Array.from({ length: 40 }, (_, i) => `65536:${String(i).padStart(8, '0')}`));
+  });
 });
