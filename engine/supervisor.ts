@@ -65,6 +65,9 @@ interface Kept {
   length: number;
 }
 
+/** The first size of the buffer of kept payloads. */
+const REPLAY_BYTES = 1024 * 1024;
+
 /** One tenant's frames, oldest first. */
 interface FrameQueue {
   frames: Kept[];
@@ -77,24 +80,31 @@ interface FrameQueue {
  * dropped when the space is needed.
  */
 class ReplayBytes {
-  private buffer = Buffer.allocUnsafe(1024 * 1024);
+  private buffer = Buffer.allocUnsafe(REPLAY_BYTES);
   /** Position of buffer[0], of the oldest byte still needed, and of the next byte. */
   private shift = 0;
   private start = 0;
   private end = 0;
 
   add(payload: Buffer): number {
-    if (this.end + payload.length - this.shift > this.buffer.length) {
-      const live = this.end - this.start;
-      const next = live + payload.length > this.buffer.length / 2 ? Buffer.allocUnsafe(Math.max(this.buffer.length * 2, 2 * (live + payload.length))) : this.buffer;
-      this.buffer.copy(next, 0, this.start - this.shift, this.end - this.shift);
-      this.buffer = next;
-      this.shift = this.start;
-    }
+    if (this.end + payload.length - this.shift > this.buffer.length) this.makeRoom(payload.length);
     payload.copy(this.buffer, this.end - this.shift);
     const at = this.end;
     this.end += payload.length;
     return at;
+  }
+
+  /**
+   * Moves the bytes still needed to the front. The buffer stays unless it is
+   * too small for them and `extra`, or four times too big after a burst; a
+   * new one is twice their size (and not below the first size).
+   */
+  private makeRoom(extra: number): void {
+    const wanted = Math.max(REPLAY_BYTES, 2 * (this.end - this.start + extra));
+    const next = wanted > this.buffer.length || wanted * 4 <= this.buffer.length ? Buffer.allocUnsafe(wanted) : this.buffer;
+    this.buffer.copy(next, 0, this.start - this.shift, this.end - this.shift);
+    this.buffer = next;
+    this.shift = this.start;
   }
 
   get next(): number {

@@ -125,5 +125,8 @@ describe('sandbox worker death: delivery', () => {
     await restarted;
     const replies = await client.receive(340);
     expect(replies.slice(300)).to.deep.equal(Array.from({ length: 40 }, (_, i) => `65536:${String(i).padStart(8, '0')}`));
+    // And after the burst (the buffer grew, and shrinks again) messages still pass intact.
+    for (let i = 0; i < 800; i++) client.ws.send(message(i, 8 * 1024));
+    expect((await client.receive(1140)).slice(340)).to.deep.equal(Array.from({ length: 800 }, (_, i) => `8192:${String(i).padStart(8, '0')}`));
   });
 });
