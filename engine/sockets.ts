@@ -53,14 +53,14 @@ export class Sockets {
   /** Open sessions per tenant, for maxSessions. */
   private readonly sessionCounts = new Map<string, number>();
 
-  constructor(private readonly host: SocketHost) {}
-
   /**
    * The listeners of every coupled ws socket, made once: each finds its
    * HostSocket on the ws object. Closures per socket cost an idle session
    * about 200 bytes more.
    */
   private readonly listeners = this.makeListeners();
+
+  constructor(private readonly host: SocketHost) {}
 
   counts(): { sessions: number; clients: number } {
     let sessions = 0;
