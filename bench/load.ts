@@ -6,6 +6,8 @@ import WebSocket from 'ws';
 
 export interface LoadSpec {
   url: string;
+  /** If given, connection i goes to urls[i % urls.length] instead of `url`. */
+  urls?: string[];
   connections: number;
   inflight: number;
   bytes: number;
@@ -36,9 +38,9 @@ async function run(spec: LoadSpec): Promise<LoadResult> {
   const sockets = await Promise.all(
     Array.from(
       { length: spec.connections },
-      () =>
+      (_, i) =>
         new Promise<WebSocket>((resolve, reject) => {
-          const ws = new WebSocket(spec.url, { perMessageDeflate: false });
+          const ws = new WebSocket(spec.urls?.[i % spec.urls.length] ?? spec.url, { perMessageDeflate: false });
           ws.once('open', () => resolve(ws));
           ws.once('error', reject);
         }),

@@ -20,7 +20,7 @@ const ISLET = path.join(REPO, 'bin', 'islet.js');
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
 const { values: args } = parseArgs({ options: { smoke: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' } } });
-/** --only echo,single,cold,idle,recovery,run: a subset, for working on one figure. */
+/** --only echo,tenants,single,cold,idle,recovery,run: a subset, for working on one figure. */
 const ONLY = args.only === undefined ? null : new Set(args.only.split(','));
 const wanted = (name: string): boolean => ONLY === null || ONLY.has(name);
 const SMOKE = args.smoke === true;
@@ -129,13 +129,22 @@ interface EchoFigures {
 }
 
 /** One load run against one target, with its CPU and peak RSS over all its processes. */
-async function echoRun(target: Target, spec: Omit<LoadSpec, 'url'>): Promise<EchoFigures> {
+/** A load's shape; `endpoints` spreads its connections over those endpoints (plain ws has one). */
+type EchoSpec = Omit<LoadSpec, 'url' | 'urls'> & { endpoints?: string[] };
+
+async function echoRun(target: Target, spec: EchoSpec): Promise<EchoFigures> {
   const pids = target.pids();
   const before = cpuTicks(pids);
   let peak = rssKiB(pids);
   const sampler = setInterval(() => (peak = Math.max(peak, rssKiB(pids))), 50);
-  const result = JSON.parse(await runNode(LOAD, [JSON.stringify({ ...spec, url: target.url('echo') })])) as LoadResult;
-  clearInterval(sampler);
+  const { endpoints, ...shape } = spec;
+  const load: LoadSpec = { ...shape, url: target.url('echo'), urls: endpoints?.map((endpoint) => target.url(endpoint)) };
+  let result: LoadResult;
+  try {
+    result = JSON.parse(await runNode(LOAD, [JSON.stringify(load)])) as LoadResult;
+  } finally {
+    clearInterval(sampler);
+  }
   const ticks = cpuTicks(pids) - before;
   if (result.errors > 0 || result.messages === 0) throw new Error(`${target.name}: ${result.errors} errors, ${result.messages} messages`);
   return {
@@ -181,7 +190,7 @@ interface EchoResult {
 }
 
 /** Alternates plain ws and islet (A B A B) under the same load; fresh servers per message size. */
-async function echo(root: string, spec: Omit<LoadSpec, 'url'>): Promise<EchoResult> {
+async function echo(root: string, spec: EchoSpec): Promise<EchoResult> {
   const ws = await startPlain();
   const islet = await startIslet(root);
   try {
@@ -455,6 +464,15 @@ async function main(): Promise<void> {
       add(`p50 latency, ${label}`, result.islet.p50Us, result.ws.p50Us, 'µs', '', null, 0, result.spread('p50Us'));
       add(`p99 latency, ${label}`, result.islet.p99Us, result.ws.p99Us, 'µs', '≤ 1.5×', (r) => r <= 1.5, 0, result.spread('p99Us'));
       add(`peak RSS, ${label}`, result.islet.peakRssMiB, result.ws.peakRssMiB, 'MiB', bytes === 4096 ? '≤ 2×' : '', bytes === 4096 ? (r) => r <= 2 : null, 1);
+    }
+    if (wanted('tenants')) {
+      // Connections on tenants of their own, all on one worker: a call per tenant per turn.
+      const endpoints = Array.from({ length: Math.min(8, SCALE.tenants) }, (_, i) => `t${i}`);
+      const n = endpoints.length;
+      log(`echo 64 B over ${n} tenants: 8 connections × 16 in flight, ${SCALE.rounds}× A B`);
+      const spread = await echo(root, { connections: 8, inflight: 16, bytes: 64, durationMs: SCALE.loadMs, endpoints });
+      add(`echo throughput, 64 B, ${n} tenants (connections spread over them)`, spread.islet.rate, spread.ws.rate, 'msg/s', '', null, 0, spread.spread('rate'));
+      add(`server CPU per message, 64 B, ${n} tenants`, spread.islet.cpuUsPerMessage, spread.ws.cpuUsPerMessage, 'µs', '', null, 1, spread.spread('cpuUsPerMessage'));
     }
     if (wanted('single')) {
       log('one connection, one message in flight, 64 B');

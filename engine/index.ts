@@ -344,7 +344,12 @@ export class Engine extends EventEmitter<EngineEvents> {
       failure = error as Error;
       this.emit('tenantError', { tenant: endpoint.project, error: failure.message });
     }
-    if (socket.destroyed || this.state !== 'running') return;
+    if (socket.destroyed) return;
+    // The engine began to close while the handler was being bundled.
+    if (this.state !== 'running') {
+      refuseUpgrade(socket, 503, 'islet is not running');
+      return;
+    }
     this.wss!.handleUpgrade(req, socket, head, (ws) => {
       if (failure !== null) {
         // The handler cannot run: 1011, the server cannot carry on with this session.

@@ -24,6 +24,9 @@ const TYPES: Record<string, string> = {
   '.txt': 'text/plain; charset=utf-8',
 };
 
+/** How long a refused upgrade's peer has to close its end. */
+const REFUSED_GRACE_MS = 2000;
+
 /** Answers an upgrade islet will not take with a plain HTTP response, then closes. */
 export function refuseUpgrade(socket: Duplex, status: number, message: string): void {
   const body = `${message}\n`;
@@ -31,6 +34,12 @@ export function refuseUpgrade(socket: Duplex, status: number, message: string): 
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
+  // An upgrade's socket is paused: it would never see the peer's end, and
+  // would stay open (holding up the server's close). Read on to the end and
+  // let go of it then, or after a grace period if the peer never closes.
+  socket.resume();
+  socket.once('end', () => socket.destroy());
+  setTimeout(() => socket.destroy(), REFUSED_GRACE_MS).unref();
 }
 
 function answer(res: ServerResponse, status: number, message: string): void {

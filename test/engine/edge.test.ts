@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import net from 'node:net';
 import WebSocket from 'ws';
-import { connect, makeRoot, type Served, serveRoot } from '../helpers.js';
+import { connect, makeRoot, type Served, serveRoot, startEngine } from '../helpers.js';
 
 /** Sends raw bytes and returns what came back before the server closed (or `waitMs` passed). */
 function raw(port: number, bytes: string, waitMs = 3000): Promise<string> {
@@ -107,5 +107,38 @@ describe('edge', () => {
     await Promise.all(Array.from({ length: 20 }, worker));
     expect(await statsBackTo(before)).to.deep.equal(before);
     await stillServing();
+  });
+
+  it('edge: closing the engine while upgrades wait for their handlers to bundle neither hangs nor leaves a client waiting', async () => {
+    const projects = 12;
+    const files: Record<string, string> = {};
+    for (let i = 0; i < projects; i++) {
+      files[`p${i}/e.websocket`] = JSON.stringify({ handler: `p${i}/h`, endpoint: `e${i}` });
+      files[`p${i}/h.js`] = `exports.onMessage = (m) => "${i} " + m;`;
+    }
+    const t = await startEngine(makeRoot(files));
+    const server = await t.engine.listen(0, '127.0.0.1');
+    const port = (server.address() as net.AddressInfo).port;
+    let arrived = 0;
+    let closing: Promise<void> | null = null;
+    // Close as soon as every upgrade has reached the engine: their handlers are still being bundled.
+    server.on('upgrade', () => {
+      if (++arrived === projects) closing = t.engine.close();
+    });
+    const ended = Array.from(
+      { length: projects },
+      (_, i) =>
+        new Promise<string>((resolve) => {
+          const ws = new WebSocket(`ws://127.0.0.1:${port}/websockets/v4/service/e${i}`, { perMessageDeflate: false });
+          ws.on('unexpected-response', (_req, res) => resolve(`refused ${res.statusCode}`));
+          ws.on('close', (code) => resolve(`closed ${code}`));
+          ws.on('error', () => {});
+        }),
+    );
+    const hung = new Promise<string>((resolve) => setTimeout(() => resolve('hung'), 10_000).unref());
+    const outcomes = await Promise.race([Promise.all(ended), hung]);
+    expect(outcomes, 'every client heard back').to.not.equal('hung');
+    for (const outcome of outcomes as string[]) expect(outcome).to.match(/^(refused 503|closed 1012)$/);
+    expect(await Promise.race([closing!.then(() => 'closed'), hung])).to.equal('closed');
   });
 });
