@@ -524,7 +524,8 @@ ${versions()}
   alternated ${SCALE.rounds}× (A B) after a warm-up, figures averaged; in brackets the lowest and highest
   ratio of single rounds, which shows how much the machine drifted. Server CPU and RSS are summed over the
   host and its sandbox workers (islet) or the one process (plain ws), from /proc.
-- islet: \`islet serve\` with an echo endpoint whose handler returns the message; plain ws: a \`ws\` echo server.
+- islet: \`islet serve\` with an echo endpoint whose handler returns the message; plain ws: a \`ws\` echo server. The tenants rows spread the connections over
+  tenants whose handlers return the message behind their tenant's name, all on one worker.
 
 ${text}
 
