@@ -165,6 +165,7 @@ export class Sockets {
           return;
         }
         worker.text(info.id, data, info.tenant);
+        if (worker.backlogged) worker.holdBack(this);
       },
       error(this: WebSocket, error: Error): void {
         const { info, worker } = hostSocketOf(this);

@@ -67,6 +67,18 @@ interface Kept {
 
 /** The first size of the buffer of kept payloads. */
 const REPLAY_BYTES = 1024 * 1024;
+/**
+ * Inbound text bytes a worker may have waiting (sent or not, not yet taken)
+ * before the sockets sending more are paused. A busy turn is what makes them
+ * wait: far more than the echo benchmark ever has (about 0.5 MiB).
+ */
+const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;
+
+/** A socket whose reading can stop and start again (a ws WebSocket). */
+export interface Pausable {
+  pause(): void;
+  resume(): void;
+}
 
 /** One tenant's frames, oldest first. */
 interface FrameQueue {
@@ -111,6 +123,11 @@ class ReplayBytes {
     return this.end;
   }
 
+  /** Bytes still kept. */
+  get size(): number {
+    return this.end - this.start;
+  }
+
   /** A copy: the buffer is written over once the bytes are released. */
   copy(at: number, length: number): Buffer {
     return Buffer.from(this.buffer.subarray(at - this.shift, at - this.shift + length));
@@ -130,14 +147,14 @@ class ReplayBytes {
  */
 class Unacknowledged {
   private readonly queues = new Map<string, FrameQueue>();
-  private readonly bytes = new ReplayBytes();
+  private readonly bytesKept = new ReplayBytes();
 
   add(seq: number, tenant: string, frame: Frame): void {
-    this.keep(tenant, { seq, frame, id: 0, at: this.bytes.next, length: 0 });
+    this.keep(tenant, { seq, frame, id: 0, at: this.bytesKept.next, length: 0 });
   }
 
   addText(seq: number, tenant: string, id: number, payload: Buffer): void {
-    this.keep(tenant, { seq, frame: null, id, at: this.bytes.add(payload), length: payload.length });
+    this.keep(tenant, { seq, frame: null, id, at: this.bytesKept.add(payload), length: payload.length });
   }
 
   private keep(tenant: string, kept: Kept): void {
@@ -154,12 +171,12 @@ class Unacknowledged {
 
   /** A turn is over: every frame up to `seq` is done with. */
   done(seq: number): void {
-    let oldest = this.bytes.next;
+    let oldest = this.bytesKept.next;
     for (const name of this.queues.keys()) {
       const head = this.drop(name, seq);
       if (head !== null && head.at < oldest) oldest = head.at;
     }
-    this.bytes.release(oldest);
+    this.bytesKept.release(oldest);
   }
 
   /** Drops `name`'s frames up to `seq`; returns the oldest one left. */
@@ -178,6 +195,11 @@ class Unacknowledged {
     return queue.frames[queue.head]!;
   }
 
+  /** Payload bytes the process has not taken yet. */
+  get bytes(): number {
+    return this.bytesKept.size;
+  }
+
   /** Everything not acknowledged, in the order it was sent. */
   take(): { tenant: string; frame: Frame }[] {
     const rest = [...this.queues].flatMap(([tenant, q]) => q.frames.slice(q.head).map((kept) => ({ tenant, kept })));
@@ -186,10 +208,10 @@ class Unacknowledged {
       .sort((a, b) => a.kept.seq - b.kept.seq)
       .map(({ tenant, kept }) => {
         if (kept.frame !== null) return { tenant, frame: kept.frame };
-        const payload = this.bytes.copy(kept.at, kept.length);
+        const payload = this.bytesKept.copy(kept.at, kept.length);
         return { tenant, frame: (writer: FrameWriter) => void writer.text(FrameKind.TextIn, kept.id, payload) };
       });
-    this.bytes.release(this.bytes.next);
+    this.bytesKept.release(this.bytesKept.next);
     return frames;
   }
 }
@@ -219,6 +241,7 @@ export class SandboxWorker {
   private flushed = 0;
   private taken = 0;
   private readonly unacknowledged = new Unacknowledged();
+  private readonly heldBack = new Set<Pausable>();
   private exited: Promise<void> = Promise.resolve();
 
   constructor(
@@ -265,6 +288,7 @@ export class SandboxWorker {
           this.callsAtIdle = message.calls;
           this.taken = message.seq;
           writer.flush();
+          if (this.unacknowledged.bytes <= MAX_BACKLOG_BYTES / 2) this.letGo();
           return;
         }
         this.listener.control(this, message);
@@ -292,6 +316,7 @@ export class SandboxWorker {
       // What the dead process had not started on goes to the next one first.
       this.queued = [...this.unacknowledged.take(), ...this.queued];
       this.written = 0;
+      this.letGo();
       this.listener.exit(this, child.pid, code, signal, started.at(-1)?.tenant ?? null);
     });
     this.writeNow((w) => w.control(this.init()), null);
@@ -329,6 +354,26 @@ export class SandboxWorker {
     if (this.taken < this.flushed) return false;
     this.flushed = this.written;
     return true;
+  }
+
+  /** Has more inbound text waited for this process than it should? Then `holdBack` the source. */
+  get backlogged(): boolean {
+    return this.unacknowledged.bytes > MAX_BACKLOG_BYTES;
+  }
+
+  /**
+   * Stops reading from `source` until this process has caught up to half the
+   * limit: a client flooding a busy tenant is slowed by TCP instead of
+   * filling the host's memory.
+   */
+  holdBack(source: Pausable): void {
+    source.pause();
+    this.heldBack.add(source);
+  }
+
+  private letGo(): void {
+    for (const source of this.heldBack) source.resume();
+    this.heldBack.clear();
   }
 
   /** Sends now, ahead of anything queued; only from `WorkerListener.ready` (sent again at each start). */
