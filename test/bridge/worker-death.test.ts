@@ -98,7 +98,7 @@ describe('sandbox worker death: delivery', () => {
     expect(replies).to.deep.equal(['got 0', ...Array.from({ length: 20 }, (_, i) => `got ${i + 1}`)]);
   });
 
-  it('worker death: megabytes of messages kept for the restarted worker come back intact and in order', async () => {
+  it('worker death: megabytes of messages kept for the restarted worker come back intact and in order, the held-back client too', async () => {
     const root = makeRoot({
       'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
       'p/h.js': `
@@ -118,15 +118,16 @@ describe('sandbox worker death: delivery', () => {
     const restarted = once(s.engine, 'workerRestart');
     client.ws.send('busy');
     await new Promise((resolve) => setTimeout(resolve, 300));
-    // More than the replay buffer's first size waits unstarted when the worker dies.
-    for (let i = 0; i < 40; i++) client.ws.send(message(i, 64 * 1024));
+    // 12 MiB waits unstarted when the worker dies: more than the replay
+    // buffer's first size, and enough that the host stopped reading the client.
+    for (let i = 0; i < 192; i++) client.ws.send(message(i, 64 * 1024));
     await new Promise((resolve) => setTimeout(resolve, 100));
     process.kill(pid!, 'SIGKILL');
     await restarted;
-    const replies = await client.receive(340);
-    expect(replies.slice(300)).to.deep.equal(Array.from({ length: 40 }, (_, i) => `65536:${String(i).padStart(8, '0')}`));
+    const replies = await client.receive(492);
+    expect(replies.slice(300)).to.deep.equal(Array.from({ length: 192 }, (_, i) => `65536:${String(i).padStart(8, '0')}`));
     // And after the burst (the buffer grew, and shrinks again) messages still pass intact.
     for (let i = 0; i < 800; i++) client.ws.send(message(i, 8 * 1024));
-    expect((await client.receive(1140)).slice(340)).to.deep.equal(Array.from({ length: 800 }, (_, i) => `8192:${String(i).padStart(8, '0')}`));
+    expect((await client.receive(1292)).slice(492)).to.deep.equal(Array.from({ length: 800 }, (_, i) => `8192:${String(i).padStart(8, '0')}`));
   });
 });
