@@ -303,12 +303,12 @@ export class SandboxWorker {
     // A dying worker's pipe errors (EPIPE, ECONNRESET); its exit is what counts.
     pipe.on('error', () => {});
     child.once('exit', (code, signal) => {
-      // The calls of the turn the process died in: what they took is done with,
-      // and the last one's tenant was running.
       const started = ProgressLog.read(progress, this.callsAtIdle);
       closeSync(progress);
-      for (const call of started) this.unacknowledged.ack(call.tenant, call.seq);
       if (this.child !== child) return;
+      // The calls of the turn the process died in: what they took is done with,
+      // and the last one's tenant was running.
+      for (const call of started) this.unacknowledged.ack(call.tenant, call.seq);
       this.child = null;
       this.writer = null;
       this.isReady = false;
