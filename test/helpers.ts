@@ -22,6 +22,28 @@ export function makeRoot(files: Record<string, string>): string {
   return root;
 }
 
+/**
+ * For tests that push megabytes through the host and check that every message
+ * came back, in order: a project with endpoint `e` that answers a message with
+ * "<length>:<its first 8 characters>", and "busy" by spinning `busyMs` first.
+ */
+export function bulkRoot(busyMs: number): string {
+  return makeRoot({
+    'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
+    'p/h.js': `
+      exports.onMessage = (m) => {
+        if (m === "busy") { const end = Date.now() + ${busyMs}; while (Date.now() < end); return "was busy"; }
+        return m.length + ":" + m.slice(0, 8);
+      };
+    `,
+  });
+}
+
+/** Bulk message number `i`, `size` characters long, and the replies of a bulkRoot project to `count` of them. */
+export const bulkMessage = (i: number, size: number): string => `${String(i).padStart(8, '0')}${'x'.repeat(size - 8)}`;
+export const bulkReplies = (count: number, size: number): string[] =>
+  Array.from({ length: count }, (_, i) => `${size}:${String(i).padStart(8, '0')}`);
+
 export function writeFiles(root: string, files: Record<string, string>): void {
   for (const [name, text] of Object.entries(files)) {
     const file = path.join(root, name);

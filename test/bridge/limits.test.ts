@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { connect, echoPeer, makeRoot, runCli, serveRoot, settle, startEngine } from '../helpers.js';
+import { bulkMessage, bulkReplies, bulkRoot, connect, echoPeer, makeRoot, runCli, serveRoot, settle, startEngine } from '../helpers.js';
 
 describe('tenant limits', () => {
   it('limits: a script that never yields is stopped at callTimeoutMs; the tenant and the others carry on', async () => {
@@ -123,27 +123,18 @@ describe('host limits', () => {
 
   it('limits: a client flooding a busy tenant is slowed by TCP, not buffered in the host; every message still arrives, in order', async function () {
     this.timeout(60_000);
-    const root = makeRoot({
-      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
-      'p/h.js': `
-        exports.onMessage = (m) => {
-          if (m === "busy") { const end = Date.now() + 1500; while (Date.now() < end); return "was busy"; }
-          return m.length + ":" + m.slice(0, 8);
-        };
-      `,
-    });
-    const s = await serveRoot(root, { limits: { callTimeoutMs: 5000 } });
+    const s = await serveRoot(bulkRoot(1500), { limits: { callTimeoutMs: 5000 } });
     const client = await connect(s.url('e'));
     client.ws.send('busy');
     await new Promise((resolve) => setTimeout(resolve, 100));
     // 32 MiB while the handler is busy: far more than the host lets wait for a
     // worker, so it stops reading and what is left stays with the client.
     const count = 512;
-    for (let i = 0; i < count; i++) client.ws.send(`${String(i).padStart(8, '0')}${'x'.repeat(64 * 1024 - 8)}`);
+    for (let i = 0; i < count; i++) client.ws.send(bulkMessage(i, 64 * 1024));
     await new Promise((resolve) => setTimeout(resolve, 600));
     expect(client.ws.bufferedAmount, 'bytes the client could not send yet').to.be.greaterThan(4 * 1024 * 1024);
     const replies = await client.receive(count + 1, 30_000);
-    expect(replies).to.deep.equal(['was busy', ...Array.from({ length: count }, (_, i) => `65536:${String(i).padStart(8, '0')}`)]);
+    expect(replies).to.deep.equal(['was busy', ...bulkReplies(count, 64 * 1024)]);
   });
 
   it('limits: maxSessions refuses a tenant\'s next session with 503; maxBundleBytes refuses a bundle too big', async () => {

@@ -1,7 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { CLI, connect, echoPeer, makeRoot, serveRoot, startEngine } from '../helpers.js';
+import { bulkMessage, bulkReplies, bulkRoot, CLI, connect, echoPeer, makeRoot, serveRoot, startEngine } from '../helpers.js';
 
 describe('sandbox worker death', () => {
   it('worker death: SIGKILL fails the running script, the host restarts the worker and keeps client sockets open', async () => {
@@ -99,35 +99,25 @@ describe('sandbox worker death: delivery', () => {
   });
 
   it('worker death: megabytes of messages kept for the restarted worker come back intact and in order, the held-back client too', async () => {
-    const root = makeRoot({
-      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
-      'p/h.js': `
-        exports.onMessage = (m) => {
-          if (m === "busy") { const end = Date.now() + 800; while (Date.now() < end); return "was busy"; }
-          return m.length + ":" + m.slice(0, 8);
-        };
-      `,
-    });
-    const s = await serveRoot(root);
+    const s = await serveRoot(bulkRoot(800));
     const client = await connect(s.url('e'));
-    const message = (i: number, size: number): string => `${String(i).padStart(8, '0')}${'x'.repeat(size - 8)}`;
     // Several MiB through the host's replay buffer first, so it has wrapped round.
-    for (let i = 0; i < 300; i++) client.ws.send(message(i, 8 * 1024));
-    expect(await client.receive(300)).to.deep.equal(Array.from({ length: 300 }, (_, i) => `8192:${String(i).padStart(8, '0')}`));
+    for (let i = 0; i < 300; i++) client.ws.send(bulkMessage(i, 8 * 1024));
+    expect(await client.receive(300)).to.deep.equal(bulkReplies(300, 8 * 1024));
     const [pid] = s.engine.workerPids;
     const restarted = once(s.engine, 'workerRestart');
     client.ws.send('busy');
     await new Promise((resolve) => setTimeout(resolve, 300));
     // 12 MiB waits unstarted when the worker dies: more than the replay
     // buffer's first size, and enough that the host stopped reading the client.
-    for (let i = 0; i < 192; i++) client.ws.send(message(i, 64 * 1024));
+    for (let i = 0; i < 192; i++) client.ws.send(bulkMessage(i, 64 * 1024));
     await new Promise((resolve) => setTimeout(resolve, 100));
     process.kill(pid!, 'SIGKILL');
     await restarted;
     const replies = await client.receive(492);
-    expect(replies.slice(300)).to.deep.equal(Array.from({ length: 192 }, (_, i) => `65536:${String(i).padStart(8, '0')}`));
+    expect(replies.slice(300)).to.deep.equal(bulkReplies(192, 64 * 1024));
     // And after the burst (the buffer grew, and shrinks again) messages still pass intact.
-    for (let i = 0; i < 800; i++) client.ws.send(message(i, 8 * 1024));
-    expect((await client.receive(1292)).slice(492)).to.deep.equal(Array.from({ length: 800 }, (_, i) => `8192:${String(i).padStart(8, '0')}`));
+    for (let i = 0; i < 800; i++) client.ws.send(bulkMessage(i, 8 * 1024));
+    expect((await client.receive(1292)).slice(492)).to.deep.equal(bulkReplies(800, 8 * 1024));
   });
 });
