@@ -109,9 +109,11 @@ const ATTACKS: Attack[] = [
     outcome: /^ISLET_ERR_MEMORY_LIMIT: tenant "a\d+" ran out of its 32 MiB heap \(limit memoryMiB\)/,
   },
   {
-    name: 'memory: one huge allocation kills the worker, not the host',
+    // On Node 20 with isolated-vm 5 this aborted the whole worker (a V8 fatal
+    // error); isolated-vm 7 stops it at the isolate's heap limit.
+    name: 'memory: one huge allocation is stopped at the heap limit; the worker lives',
     code: 'new Array(1e8).fill(0);',
-    outcome: 'ISLET_ERR_WORKER_DIED: sandbox worker 0 died (signal SIGABRT) while running a script; it is being restarted',
+    outcome: /^ISLET_ERR_MEMORY_LIMIT: tenant "a\d+" ran out of its 32 MiB heap \(limit memoryMiB\)/,
   },
   {
     name: 'memory: string doubling',
