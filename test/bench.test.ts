@@ -16,7 +16,9 @@ describe('bench', () => {
       'p50 latency, 1 connection × 1 in flight', 'tenant cold start p50 (bundle cached)', 'tenant cold start p50 (empty bundle cache)', 'idle tenant', 'idle session', 'recovery', 'islet run']) {
       expect(results, figure).to.contain(`| ${figure}`);
     }
-    expect(results).to.match(/\| echo throughput, 64 B \| [\d,]+ msg\/s \| [\d,]+ msg\/s \| [\d.]+× \|/);
-    expect(readFileSync(path.join(out, 'chart.svg'), 'utf8')).to.match(/^<svg [^>]+>[\s\S]*Echo throughput[\s\S]*<\/svg>\n$/);
+    // islet, plain ws and workerd side by side, with islet's ratio to each.
+    expect(results).to.match(/\| echo throughput, 64 B \| [\d,]+ msg\/s \| [\d,]+ msg\/s \| [\d,]+ msg\/s \| [\d.]+× \| [\d.]+× \| ≥ 0\.85× \| (yes|\*\*no\*\*) \| (yes|\*\*no\*\*) \|/);
+    expect(results).to.match(/\| idle session \(RSS over [\d,]+ sessions\) \| [\d.]+ KiB \| [\d.]+ KiB \| [\d.]+ KiB \|/);
+    expect(readFileSync(path.join(out, 'chart.svg'), 'utf8')).to.match(/^<svg [^>]+>[\s\S]*Echo throughput[\s\S]*>workerd<[\s\S]*<\/svg>\n$/);
   });
 });
