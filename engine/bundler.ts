@@ -4,14 +4,24 @@
 // Node built-in, is refused at bundle time with the import and the file
 // named. Bundles are cached by the content of all their inputs, and their
 // source maps turn isolate stack frames back into the tenant's own lines.
+//
+// esbuild never touches the file system for tenant code: the plugin below
+// resolves every import and reads every file itself, deciding on the file's
+// real path (symlinks followed) whether it lies in the importing project.
+// A computed import (`require("../x/" + name)`, a template literal) is
+// refused before esbuild sees the file: esbuild would expand it into a glob
+// and walk the folders it names, outside the root too (`"../../../" + x`
+// walks the whole file system).
+import * as acorn from 'acorn';
 import { createHash } from 'node:crypto';
+import { realpathSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isBuiltin, SourceMap } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { IsletError } from '../bridge/errors.js';
-import { isInside, tenantOf } from '../bridge/handler-ids.js';
+import { isInside, ROOT_TENANT, tenantOf } from '../bridge/handler-ids.js';
 import type { BundledCode } from '../bridge/protocol.js';
 
 /** Modules the sandbox runtime provides. */
@@ -20,7 +30,13 @@ const FILE_PREFIX = 'islet-bundle:';
 const FRAME = /islet-bundle:([0-9a-f]{12})\/[^\n]*?:(\d+):(\d+)/g;
 /** Source maps kept for stack traces; the oldest go first. */
 const MAX_MAPS = 2000;
-const RECURSE = Symbol('islet-resolve');
+/** esbuild's namespace for tenant files; their paths are relative to the root, forward slashes. */
+const NAMESPACE = 'islet';
+/** What an import without an extension may name, tried in this order (then `index` + each). */
+const EXTENSIONS = ['.ts', '.mts', '.js', '.mjs', '.cjs', '.json'];
+const LOADERS: Record<string, esbuild.Loader> = { '.ts': 'ts', '.mts': 'ts', '.cts': 'ts', '.js': 'js', '.mjs': 'js', '.cjs': 'js', '.json': 'json' };
+/** Import attributes (`with { type }`) a tenant may use on its own files. */
+const TYPED_LOADERS: Record<string, esbuild.Loader> = { text: 'text', json: 'json' };
 
 interface CacheEntry {
   inputs: [file: string, hash: string][];
@@ -35,14 +51,120 @@ function toPosix(p: string): string {
   return p.split(path.sep).join('/');
 }
 
+function withoutNamespace(name: string): string {
+  return name.startsWith(`${NAMESPACE}:`) ? name.slice(NAMESPACE.length + 1) : name;
+}
+
+/** Files an import of `target` (root-relative, no extension or with one) may name, in order. */
+function candidates(target: string): string[] {
+  return [target, ...EXTENSIONS.map((ext) => target + ext), ...EXTENSIONS.map((ext) => `${target}/index${ext}`)];
+}
+
+/**
+ * The first `require(…)` or `import(…)` in a JavaScript or TypeScript file
+ * whose path is computed (see `computedCall`), as an error placed at it;
+ * null when there is none. The file is parsed as esbuild will see it
+ * (TypeScript stripped first, positions mapped back).
+ */
+async function computedImport(contents: Buffer, loader: 'js' | 'ts', file: string): Promise<esbuild.PartialMessage | null> {
+  let js: esbuild.TransformResult;
+  try {
+    js = await esbuild.transform(contents, { loader, format: 'esm', target: 'esnext', sourcemap: 'external', logLevel: 'silent' });
+  } catch {
+    return null; // a syntax error: esbuild reports it when it bundles the file, and cannot expand anything then
+  }
+  let program: acorn.Program;
+  try {
+    program = parse(js.code);
+  } catch (error) {
+    return { text: `${file} cannot be checked for computed imports (${(error as Error).message})`, detail: 'refused' };
+  }
+  // An explicit stack: deeply nested tenant code must not overflow the host's.
+  const stack: unknown[] = [program];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (Array.isArray(node)) {
+      for (const child of node) stack.push(child);
+      continue;
+    }
+    if (typeof node !== 'object' || node === null || typeof (node as acorn.Node).type !== 'string') continue;
+    const found = computedCall(node as acorn.Node);
+    if (found !== null) {
+      const at = new SourceMap(JSON.parse(js.map)).findEntry(found.loc!.start.line - 1, found.loc!.start.column);
+      const source = js.code.slice(found.start, found.end);
+      const text = `${source.length > 120 ? `${source.slice(0, 120)}…` : source} is computed; islet only bundles imports written out in full`;
+      if (!('originalLine' in at)) return { text, detail: 'refused' };
+      const lineText = contents.toString('utf8').split('\n')[at.originalLine] ?? '';
+      return { text, detail: 'refused', location: { file, line: at.originalLine + 1, column: at.originalColumn, lineText } };
+    }
+    for (const value of Object.values(node)) if (typeof value === 'object' && value !== null) stack.push(value);
+  }
+  return null;
+}
+
+function parse(code: string): acorn.Program {
+  const options = { ecmaVersion: 'latest', locations: true, allowHashBang: true, allowReturnOutsideFunction: true, allowAwaitOutsideFunction: true } as const;
+  try {
+    return acorn.parse(code, { ...options, sourceType: 'module' });
+  } catch {
+    return acorn.parse(code, { ...options, sourceType: 'script' }); // sloppy CommonJS (`with`, octal literals)
+  }
+}
+
+/**
+ * `node` when it is a require() or import() call that esbuild would expand
+ * into a glob: its argument is a template literal with substitutions or a
+ * `+` concatenation. Any other argument (a plain string, or a variable,
+ * which is left to run time and fails there) is not.
+ */
+function computedCall(node: acorn.Node): acorn.Node | null {
+  const computed = (arg: acorn.Node | undefined): boolean =>
+    arg !== undefined &&
+    ((arg.type === 'TemplateLiteral' && (arg as acorn.TemplateLiteral).expressions.length > 0) ||
+      (arg.type === 'BinaryExpression' && (arg as acorn.BinaryExpression).operator === '+'));
+  if (node.type === 'ImportExpression') return computed((node as acorn.ImportExpression).source) ? node : null;
+  if (node.type !== 'CallExpression') return null;
+  const call = node as acorn.CallExpression;
+  if (call.callee.type !== 'Identifier' || call.callee.name !== 'require') return null;
+  return call.arguments.some((arg) => computed(arg)) ? node : null;
+}
+
+const OUTSIDE = Symbol('outside the project');
+
+/**
+ * Where `relative` (root-relative) really is, root-relative, when it is a
+ * file of `project`; OUTSIDE when it exists but really lies elsewhere (a
+ * link); null when there is no such file.
+ */
+function ownFile(realRoot: string, project: string, relative: string): string | typeof OUTSIDE | null {
+  let real: string;
+  try {
+    real = realpathSync(path.join(realRoot, relative));
+  } catch {
+    return null;
+  }
+  const own = toPosix(path.relative(realRoot, real));
+  if (!isInside(realRoot, real) || tenantOf(own) !== project) return OUTSIDE;
+  try {
+    return statSync(real).isFile() ? own : null;
+  } catch {
+    return null;
+  }
+}
+
 export class Bundler {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly maps = new Map<string, SourceMap>();
 
+  /** The root with its own links resolved: what tenant files' real paths are compared with. */
+  private readonly realRoot: string;
+
   constructor(
     private readonly root: string,
     private readonly maxBundleBytes = Infinity,
-  ) {}
+  ) {
+    this.realRoot = realpathSync(root);
+  }
 
   /**
    * Bundles the file at `relative` (to the root, forward slashes) under the
@@ -57,7 +179,7 @@ export class Bundler {
     let result: esbuild.BuildResult<{ write: false; metafile: true }>;
     try {
       result = await esbuild.build({
-        entryPoints: [path.join(this.root, relative)],
+        entryPoints: [relative],
         absWorkingDir: this.root,
         bundle: true,
         write: false,
@@ -70,9 +192,9 @@ export class Bundler {
         sourcesContent: false,
         metafile: true,
         logLevel: 'silent',
-        mainFields: ['module', 'main'],
-        resolveExtensions: ['.ts', '.mts', '.js', '.mjs', '.cjs', '.json'],
-        plugins: [this.sandboxImports(project)],
+        // No tsconfig.json is looked for: tenant files are not in esbuild's file namespace.
+        tsconfigRaw: {},
+        plugins: [this.tenantFiles(project)],
       });
     } catch (error) {
       throw this.buildError(relative, error);
@@ -91,7 +213,7 @@ export class Bundler {
     this.remember(hash, new SourceMap(JSON.parse(map)));
     const inputs = await Promise.all(
       Object.keys(result.metafile.inputs).map(async (input): Promise<[string, string]> => {
-        const abs = path.resolve(this.root, input);
+        const abs = path.join(this.realRoot, withoutNamespace(input));
         return [abs, sha(await readFile(abs))];
       }),
     );
@@ -112,7 +234,7 @@ export class Bundler {
     return own.replace(FRAME, (frame, hash: string, line: string, column: string) => {
       const entry = this.maps.get(hash)?.findEntry(Number(line) - 1, Number(column) - 1);
       if (entry === undefined || !('originalSource' in entry)) return frame;
-      return `${entry.originalSource}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
+      return `${withoutNamespace(entry.originalSource)}:${entry.originalLine + 1}:${entry.originalColumn + 1}`;
     });
   }
 
@@ -131,39 +253,67 @@ export class Bundler {
     if (this.maps.size > MAX_MAPS) this.maps.delete(this.maps.keys().next().value as string);
   }
 
-  /** The import policy, as an esbuild plugin. */
-  private sandboxImports(project: string): esbuild.Plugin {
-    const root = this.root;
+  /**
+   * The import policy, as an esbuild plugin that resolves and loads every
+   * tenant file itself. A file is the project's when its real path lies in
+   * the project's folder; nothing outside it is read, nor even looked for:
+   * an import is judged on its spelling first, then on where it really leads.
+   */
+  private tenantFiles(project: string): esbuild.Plugin {
+    const root = this.realRoot;
     const refuse = (why: string): esbuild.OnResolveResult => ({ errors: [{ text: why, detail: 'refused' }] });
+    const outside = (spec: string): esbuild.OnResolveResult =>
+      refuse(`"${spec}" resolves outside project "${project}"; a project may only import its own files`);
     return {
-      name: 'islet-sandbox-imports',
+      name: 'islet-tenant-files',
       setup(build) {
-        build.onResolve({ filter: /.*/ }, async (args) => {
-          if (args.kind === 'entry-point' || args.pluginData === RECURSE) return undefined;
+        build.onResolve({ filter: /.*/ }, (args) => {
           const spec = args.path;
+          if (args.kind === 'entry-point') {
+            const entry = path.posix.normalize(spec);
+            const file = ownFile(root, project, entry);
+            if (typeof file !== 'string') return refuse(`${entry} is not a file of project "${project}" (a link to another project's file, or out of the root)`);
+            return { path: file, namespace: NAMESPACE };
+          }
           if (SANDBOX_MODULES.has(spec)) return { path: spec, external: true };
           if (isBuiltin(spec)) {
             return refuse(`"${spec}" is a Node built-in module; the sandbox has none (it offers ${[...SANDBOX_MODULES].join(', ')})`);
           }
-          let target = spec;
-          let resolveDir = args.resolveDir;
-          if (!spec.startsWith('.') && !spec.startsWith('/')) {
+          let target: string;
+          if (spec.startsWith('./') || spec.startsWith('../') || spec === '.' || spec === '..') {
+            target = path.posix.join(path.posix.dirname(args.importer), spec);
+          } else if (spec.startsWith('/') || spec.includes('\\') || spec.includes('\0')) {
+            return outside(spec);
+          } else if (tenantOf(spec) === project && project !== ROOT_TENANT) {
             // A Dirigible-style module id of the same project ("my-project/lib/util").
-            if (tenantOf(spec) !== project || project === '.') {
-              return refuse(
-                `"${spec}" is a package or another project outside project "${project}"; import relative files of the project, "${project}/…" module ids, or ${[...SANDBOX_MODULES].join(', ')}`,
-              );
-            }
-            target = `./${spec}`;
-            resolveDir = root;
+            target = path.posix.normalize(spec);
+          } else {
+            return refuse(
+              `"${spec}" is a package or another project outside project "${project}"; import relative files of the project, "${project}/…" module ids, or ${[...SANDBOX_MODULES].join(', ')}`,
+            );
           }
-          const result = await build.resolve(target, { kind: args.kind, importer: args.importer, resolveDir, pluginData: RECURSE });
-          if (result.errors.length > 0) return { errors: result.errors };
-          const relative = toPosix(path.relative(root, result.path));
-          if (!isInside(root, result.path) || tenantOf(relative) !== project) {
-            return refuse(`"${spec}" resolves outside project "${project}"; a project may only import its own files`);
+          // Judged on its spelling before anything is looked up: no probing outside the project.
+          if (target.startsWith('../') || target === '..' || tenantOf(target) !== project) return outside(spec);
+          for (const candidate of candidates(target)) {
+            const file = ownFile(root, project, candidate);
+            if (file === OUTSIDE) return outside(spec);
+            if (file !== null) return { path: file, namespace: NAMESPACE };
           }
-          return result;
+          return { errors: [{ text: `Could not resolve "${spec}" (tried ${candidates(target).join(', ')})` }] };
+        });
+        build.onLoad({ filter: /.*/, namespace: NAMESPACE }, async (args) => {
+          const type = args.with.type;
+          const loader = type === undefined ? LOADERS[path.posix.extname(args.path)] : TYPED_LOADERS[type];
+          if (loader === undefined) {
+            const what = type === undefined ? `${path.posix.extname(args.path) || 'extension-less'} files` : `import type "${type}"`;
+            return { errors: [{ text: `${args.path}: islet cannot import ${what}; it imports ${Object.keys(LOADERS).join(' ')} files, and others with { type: "text" }` }] };
+          }
+          const contents = await readFile(path.join(root, args.path));
+          if (loader === 'js' || loader === 'ts') {
+            const computed = await computedImport(contents, loader, args.path);
+            if (computed !== null) return { errors: [computed] };
+          }
+          return { contents, loader };
         });
       },
     };
@@ -174,8 +324,9 @@ export class Bundler {
     if (!Array.isArray(failure.errors)) return new IsletError('ISLET_ERR_BUNDLE', `${relative}: ${String(error)}`);
     const refused = failure.errors.some((e) => e.detail === 'refused');
     const lines = failure.errors.map((e) => {
-      const where = e.location ? `${toPosix(e.location.file)}:${e.location.line}:${e.location.column + 1}` : relative;
-      return refused && e.detail === 'refused' ? `import in ${where}: ${e.text}` : `${where}: ${e.text}`;
+      const where = e.location ? `${withoutNamespace(toPosix(e.location.file))}:${e.location.line}:${e.location.column + 1}` : relative;
+      if (e.detail !== 'refused') return `${where}: ${e.text}`;
+      return e.location ? `import in ${where}: ${e.text}` : e.text;
     });
     return new IsletError(refused ? 'ISLET_ERR_IMPORT_REFUSED' : 'ISLET_ERR_BUNDLE', lines.join('\n'));
   }

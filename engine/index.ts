@@ -450,20 +450,27 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
   }
 
+  /**
+   * The script's path relative to the root. The script file itself is not
+   * followed if it is a link: the bundler judges where a link really leads
+   * (another project's file is not this project's code).
+   */
   private scriptPath(script: string): string {
     if (typeof script !== 'string' || script.length === 0) {
       throw new IsletError('ISLET_ERR_SCRIPT_NOT_FOUND', 'script must be a non-empty path');
     }
-    const root = realpathSync(this.root);
-    const file = path.resolve(root, script);
+    const file = path.resolve(this.root, script);
     if (!existsSync(file) || !statSync(file).isFile()) {
       throw new IsletError('ISLET_ERR_SCRIPT_NOT_FOUND', `script ${script} does not exist under the projects root ${this.root}`);
     }
-    const real = realpathSync(file);
-    if (!isInside(root, real)) {
+    // Spelled inside the root, or inside it once the folders on the way are resolved.
+    const realRoot = realpathSync(this.root);
+    const spelled = path.resolve(realpathSync(path.dirname(file)), path.basename(file));
+    const inside = isInside(this.root, file) ? path.relative(this.root, file) : isInside(realRoot, spelled) ? path.relative(realRoot, spelled) : null;
+    if (inside === null) {
       throw new IsletError('ISLET_ERR_SCRIPT_NOT_FOUND', `script ${script} lies outside the projects root ${this.root}`);
     }
-    return path.relative(root, real).split(path.sep).join('/');
+    return inside.split(path.sep).join('/');
   }
 
   /** A tenant stays on the worker it was first placed on: the least loaded one. */
