@@ -94,6 +94,65 @@ export type WorkerToHost =
   | { t: 'stats'; ask: number; isolates: number; sockets: number }
   | { t: 'tenantError'; tenant: string; error: string };
 
+type FieldType = 'number' | 'string' | 'socket' | 'level' | 'number?' | 'string?';
+
+/** The fields of every message a worker may send, by type: what the host checks before it acts. */
+const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
+  ready: {},
+  idle: { seq: 'number', calls: 'number' },
+  needIds: {},
+  connect: { socket: 'socket' },
+  close: { id: 'number', tenant: 'string', code: 'number?', reason: 'string?' },
+  log: { tenant: 'string', level: 'level', text: 'string' },
+  runDone: { run: 'number', error: 'string?' },
+  stats: { ask: 'number', isolates: 'number', sockets: 'number' },
+  tenantError: { tenant: 'string', error: 'string' },
+};
+const LOG_LEVELS: readonly string[] = ['log', 'info', 'warn', 'error', 'debug'] satisfies LogLevel[];
+const SOCKET_FIELDS: Record<keyof SocketInfo, FieldType> = {
+  id: 'number',
+  tenant: 'string',
+  handler: 'string',
+  uri: 'string',
+  engine: 'string',
+  state: 'string',
+  endpoint: 'string',
+};
+
+function fieldOk(value: unknown, type: FieldType): boolean {
+  switch (type) {
+    case 'number':
+      return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+    case 'string':
+      return typeof value === 'string';
+    case 'number?':
+      return value === undefined || fieldOk(value, 'number');
+    case 'string?':
+      return value === undefined || typeof value === 'string';
+    case 'level':
+      return typeof value === 'string' && LOG_LEVELS.includes(value);
+    case 'socket':
+      return typeof value === 'object' && value !== null && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk((value as Record<string, unknown>)[name], t));
+  }
+}
+
+/**
+ * A control message from a worker, checked field by field: a worker runs
+ * tenant code, so the host trusts no shape it did not check. Throws on
+ * anything else.
+ */
+export function decodeWorkerMessage(payload: Buffer): WorkerToHost {
+  const message = JSON.parse(payload.toString('utf8')) as unknown;
+  if (typeof message !== 'object' || message === null) throw new Error('a worker message must be a JSON object');
+  const type = (message as { t?: unknown }).t;
+  const fields = typeof type === 'string' && Object.hasOwn(WORKER_MESSAGES, type) ? WORKER_MESSAGES[type as WorkerToHost['t']] : null;
+  if (fields === null) throw new Error(`unknown worker message type ${JSON.stringify(type)?.slice(0, 40)}`);
+  for (const [name, fieldType] of Object.entries(fields)) {
+    if (!fieldOk((message as Record<string, unknown>)[name], fieldType)) throw new Error(`worker message "${type as string}": bad field "${name}"`);
+  }
+  return message as WorkerToHost;
+}
+
 /** How many socket ids the host hands a worker at a time (see `needIds`). */
 export const ID_BLOCK = 65536;
 

@@ -27,7 +27,11 @@ import type { BundledCode } from '../bridge/protocol.js';
 /** Modules the sandbox runtime provides. */
 export const SANDBOX_MODULES = new Set(['net/v4/websockets', 'net/websockets', 'sdk/net']);
 const FILE_PREFIX = 'islet-bundle:';
-const FRAME = /islet-bundle:([0-9a-f]{12})\/[^\n]*?:(\d+):(\d+)/g;
+// Linear: the file part cannot hold a ':', so no match attempt reads past
+// the next one (and every 'islet-bundle:' holds one).
+const FRAME = /islet-bundle:([0-9a-f]{12})\/[^\n:]*:(\d+):(\d+)/g;
+/** Longest error text mapped and passed on; a tenant chooses its errors' size. */
+const MAX_TRACE = 64 * 1024;
 /** Source maps kept for stack traces; the oldest go first. */
 const MAX_MAPS = 2000;
 /** esbuild's namespace for tenant files; their paths are relative to the root, forward slashes. */
@@ -228,7 +232,8 @@ export class Bundler {
   }
 
   /** Rewrites isolate stack frames into the tenant's own files and lines. */
-  mapStack(text: string): string {
+  mapStack(error: string): string {
+    const text = error.length > MAX_TRACE ? `${error.slice(0, MAX_TRACE)} … [cut at ${MAX_TRACE} characters]` : error;
     // Frames of the sandbox runtime say nothing to a tenant: drop them.
     const own = text.split('\n').filter((line) => !line.includes('islet:runtime:')).join('\n');
     return own.replace(FRAME, (frame, hash: string, line: string, column: string) => {

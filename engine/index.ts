@@ -14,7 +14,7 @@ import { ID_BLOCK, type BundledCode, type LogLevel, type SocketInfo, type Worker
 import { Bundler, bundleRuntime } from './bundler.js';
 import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import { type DescriptorProblem, type Endpoint, SERVICE_PREFIX, scanProjects } from './projects.js';
-import { handlerFileMatcher, refuseUpgrade, serveStatic } from './server.js';
+import { answer, handlerFileMatcher, refuseUpgrade, requestPath, serveStatic } from './server.js';
 import { Quarantine } from './quarantine.js';
 import { Sockets } from './sockets.js';
 import { SandboxWorker } from './supervisor.js';
@@ -70,6 +70,14 @@ export interface EngineEvents {
   endpoints: [Endpoint[]];
   /** A tenant kept killing its worker: refused until its files change or the time passes. */
   tenantQuarantined: [{ tenant: string; error: IsletError }];
+  /** islet's own code failed in a listener; it cost that one request, socket or worker message, and the host carries on. */
+  hostError: [HostFailure];
+}
+
+export interface HostFailure {
+  /** What was being handled: `request`, `upgrade`, `worker message`, … */
+  where: string;
+  error: Error;
 }
 
 interface PendingRun {
@@ -250,7 +258,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.assertRunning();
     this.serve();
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      this.handleUpgrade(req, socket, head);
+      this.guarded('upgrade', () => this.handleUpgrade(req, socket, head), () => socket.destroy());
     });
   }
 
@@ -267,13 +275,16 @@ export class Engine extends EventEmitter<EngineEvents> {
       requestTimeout: this.options.upgradeTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, this.options.upgradeTimeoutMs),
     }, (req, res) => {
-      if (!this.handleRequest(req, res)) {
-        res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' });
-        res.end('not found\n');
-      }
+      this.guarded('request', () => {
+        if (requestPath(req) === null) answer(res, 400, 'bad request target');
+        else if (!this.handleRequest(req, res)) answer(res, 404, 'not found');
+      }, () => answer(res, 500, 'internal error'));
     });
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (!this.handleUpgrade(req, socket, head)) refuseUpgrade(socket, 404, 'no WebSocket service at this path');
+      this.guarded('upgrade', () => {
+        if (requestPath(req) === null) refuseUpgrade(socket, 400, 'bad request target');
+        else if (!this.handleUpgrade(req, socket, head)) refuseUpgrade(socket, 404, 'no WebSocket service at this path');
+      }, () => socket.destroy());
     });
     this.servers.add(server);
     server.once('close', () => this.servers.delete(server));
@@ -289,8 +300,8 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Takes an upgrade under /websockets/v4/service/; returns false for any other path. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
-    const pathname = new URL(req.url ?? '/', 'http://islet').pathname;
-    if (!pathname.startsWith(SERVICE_PREFIX)) return false;
+    const pathname = requestPath(req);
+    if (pathname === null || !pathname.startsWith(SERVICE_PREFIX)) return false;
     socket.on('error', ignore); // a peer that resets mid-upgrade is its own loss
     if (this.state !== 'running') {
       refuseUpgrade(socket, 503, 'islet is not running');
@@ -331,8 +342,48 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Serves the projects' static pages; returns false for any other path. */
   handleRequest(req: IncomingMessage, res: ServerResponse): boolean {
-    this.serve();
-    return serveStatic(this.root, this.isHandlerFile, req, res);
+    let served = true;
+    this.guarded('request', () => {
+      this.serve();
+      served = serveStatic(this.root, this.isHandlerFile, req, res);
+    }, () => answer(res, 500, 'internal error'));
+    return served;
+  }
+
+  /**
+   * Runs a listener's work; an exception costs only that request or socket
+   * (`fail` answers or drops it) and is reported as `hostError`, never
+   * thrown into Node's event loop, where it would end the host.
+   */
+  private guarded(where: string, work: () => void, fail: () => void): void {
+    try {
+      work();
+    } catch (error) {
+      try {
+        fail();
+      } catch {
+        // the request is lost already
+      }
+      this.reportHostError(where, error);
+    }
+  }
+
+  private reportHostError(where: string, error: unknown): void {
+    this.emit('hostError', { where, error: error instanceof Error ? error : new Error(String(error)) });
+  }
+
+  /**
+   * An embedder's listener that throws must not break what the engine was
+   * doing when it told it (a worker restart, a frame): its exception is
+   * reported as `hostError`, and a throwing `hostError` listener is ignored.
+   */
+  override emit<K extends keyof EngineEvents>(event: K, ...args: EngineEvents[K]): boolean {
+    try {
+      return super.emit(event as never, ...(args as never));
+    } catch (error) {
+      if (event !== 'hostError') this.reportHostError(`a listener of "${String(event)}"`, error);
+      return true;
+    }
   }
 
   private async acceptSession(endpoint: Endpoint, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -516,6 +567,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (this.sockets.owns(worker, id)) this.sockets.send(id, payload);
     },
     chunkDone: (): void => this.sockets.uncorkAll(),
+    failed: (worker: SandboxWorker, error: Error): void => this.reportHostError(`message from sandbox worker ${worker.index}`, error),
     ready: (worker: SandboxWorker): void => {
       // A restarted worker gets its tenants' open sockets back, with their
       // handler bundles, before anything that was queued while it was down.
@@ -570,10 +622,10 @@ export class Engine extends EventEmitter<EngineEvents> {
         break;
       case 'connect':
         if (!worker.tenants.has(message.socket.tenant)) break;
-        void this.sockets.open(worker, message.socket);
+        this.sockets.open(worker, message.socket).catch((error: unknown) => this.reportHostError('opening a client', error));
         break;
       case 'close':
-        if (this.sockets.owns(worker, message.id)) this.sockets.close(message.id, message.code, message.reason);
+        if (this.sockets.owns(worker, message.id)) this.sockets.closeFor(message.id, message.code, message.reason);
         break;
       case 'log':
         this.emit('log', { tenant: message.tenant, level: message.level, text: message.text });

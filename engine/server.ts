@@ -2,7 +2,7 @@
 // read-only static pages of projects at /services/web/<project>/<path>
 // (Dirigible's path), so a project can ship the page that talks to its
 // endpoint.
-import { createReadStream, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, createReadStream, fstatSync, openSync, readlinkSync, realpathSync } from 'node:fs';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -42,7 +42,25 @@ export function refuseUpgrade(socket: Duplex, status: number, message: string): 
   setTimeout(() => socket.destroy(), REFUSED_GRACE_MS).unref();
 }
 
-function answer(res: ServerResponse, status: number, message: string): void {
+/**
+ * The path of a request's target, or null when the target is not a valid
+ * URL path (`//x:99999` throws in `new URL`): the caller answers 400.
+ */
+export function requestPath(req: IncomingMessage): string | null {
+  const target = req.url ?? '/';
+  if (!target.startsWith('/')) return null;
+  try {
+    return new URL(target, 'http://islet').pathname;
+  } catch {
+    return null;
+  }
+}
+
+export function answer(res: ServerResponse, status: number, message: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8' });
   res.end(`${message}\n`);
 }
@@ -53,8 +71,8 @@ function answer(res: ServerResponse, status: number, message: string): void {
  * symlinks), dot-files, descriptors, and handler sources (`isHandler`).
  */
 export function serveStatic(root: string, isHandler: (relative: string) => boolean, req: IncomingMessage, res: ServerResponse): boolean {
-  const url = new URL(req.url ?? '/', 'http://islet');
-  if (!url.pathname.startsWith(WEB_PREFIX)) return false;
+  const pathname = requestPath(req);
+  if (pathname === null || !pathname.startsWith(WEB_PREFIX)) return false;
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.setHeader('allow', 'GET, HEAD');
     answer(res, 405, 'static pages are read-only');
@@ -62,7 +80,7 @@ export function serveStatic(root: string, isHandler: (relative: string) => boole
   }
   let relative: string;
   try {
-    relative = decodeURIComponent(url.pathname.slice(WEB_PREFIX.length));
+    relative = decodeURIComponent(pathname.slice(WEB_PREFIX.length));
   } catch {
     answer(res, 400, 'bad path encoding');
     return true;
@@ -77,15 +95,24 @@ export function serveStatic(root: string, isHandler: (relative: string) => boole
     answer(res, 403, 'descriptors and handler sources are not served');
     return true;
   }
-  const file = path.join(root, relative);
+  // Opened first, then judged by what was opened (the descriptor's own path):
+  // a link swapped in between a check and the open cannot lead outside.
+  let fd: number;
   let size: number;
   try {
-    const real = realpathSync(file);
-    if (!isInside(path.join(realpathSync(root), segments[0]!), real)) throw new Error('outside');
-    const stat = statSync(real);
+    fd = openSync(path.join(root, relative), constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch {
+    answer(res, 404, 'not found');
+    return true;
+  }
+  try {
+    const opened = openedPath(fd, path.join(root, relative));
+    if (!isInside(path.join(realpathSync(root), segments[0]!), opened)) throw new Error('outside');
+    const stat = fstatSync(fd);
     if (!stat.isFile()) throw new Error('not a file');
     size = stat.size;
   } catch {
+    closeSync(fd);
     answer(res, 404, 'not found');
     return true;
   }
@@ -94,9 +121,31 @@ export function serveStatic(root: string, isHandler: (relative: string) => boole
     'content-length': size,
     'x-content-type-options': 'nosniff',
   });
-  if (req.method === 'HEAD') res.end();
-  else createReadStream(file).pipe(res);
+  if (req.method === 'HEAD') {
+    closeSync(fd);
+    res.end();
+    return true;
+  }
+  // A file that shrinks or cannot be read on the way ends this response only.
+  const stream = createReadStream('', { fd, end: Math.max(0, size - 1) });
+  stream.on('error', () => res.destroy());
+  res.on('close', () => stream.destroy());
+  if (size === 0) {
+    stream.destroy();
+    res.end();
+  } else {
+    stream.pipe(res);
+  }
   return true;
+}
+
+/** The real path of what `fd` has open (Linux names it under /proc); elsewhere, where `file` leads now. */
+function openedPath(fd: number, file: string): string {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return realpathSync(file);
+  }
 }
 
 /** Whether a root-relative file is the module of one of these handler ids. */

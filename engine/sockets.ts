@@ -47,6 +47,20 @@ export interface SocketHost {
   outbound: OutboundPolicy;
 }
 
+/** Largest close reason: a control frame's 125 bytes less the 2 of the code (RFC 6455 5.5). */
+const MAX_CLOSE_REASON_BYTES = 123;
+
+/** Why ws would refuse to close with this code and reason, or null. */
+export function closeProblem(code: number | undefined, reason: string | undefined): string | null {
+  if (code !== undefined && !(code === 1000 || (Number.isInteger(code) && code >= 3000 && code <= 4999))) {
+    return `close code must be 1000 or 3000-4999, got ${code}`;
+  }
+  if (reason === undefined || reason === '') return null;
+  if (code === undefined) return 'a close reason needs a close code';
+  const bytes = Buffer.byteLength(reason, 'utf8');
+  return bytes > MAX_CLOSE_REASON_BYTES ? `close reason is ${bytes} bytes of UTF-8 (at most ${MAX_CLOSE_REASON_BYTES})` : null;
+}
+
 export class Sockets {
   private readonly sockets = new Map<number, HostSocket>();
   private readonly corked = new Set<WebSocket>();
@@ -100,7 +114,13 @@ export class Sockets {
       return;
     }
     if (this.sockets.get(info.id) !== socket) return;
-    const host = new URL(info.uri).hostname.replace(/^\[(.*)\]$/, '$1');
+    let host: string;
+    try {
+      host = new URL(info.uri).hostname.replace(/^\[(.*)\]$/, '$1');
+    } catch {
+      this.ended(socket, `ISLET_ERR_BAD_URI: uri "${info.uri.slice(0, 200)}" is not a valid URL`);
+      return;
+    }
     if (isIP(host) !== 0) {
       const why = this.host.outbound.refusal(host, host);
       if (why !== null) {
@@ -251,6 +271,24 @@ export class Sockets {
       (socket.waiting ??= []).push(payload);
       socket.waitingBytes += payload.length;
     }
+  }
+
+  /**
+   * A close a tenant asked for. The code and reason are checked here as ws
+   * will encode them (RFC 6455 7.4: 1000 or 3000-4999; a reason of at most
+   * 123 bytes of UTF-8, a lone surrogate counting as the 3 bytes of U+FFFD):
+   * ws throws on anything else. A refused close is the tenant's error, and
+   * the socket stays open.
+   */
+  closeFor(id: number, code: number | undefined, reason: string | undefined): void {
+    const socket = this.sockets.get(id);
+    if (socket === undefined) return;
+    const problem = closeProblem(code, reason);
+    if (problem !== null) {
+      socket.worker.send({ t: 'event', id, event: 'error', text: `ISLET_ERR_BAD_ARGUMENT: close refused: ${problem}` }, socket.info.tenant);
+      return;
+    }
+    this.close(id, code, reason);
   }
 
   close(id: number, code = 1000, reason = ''): void {

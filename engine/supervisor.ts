@@ -13,6 +13,7 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import {
+  decodeWorkerMessage,
   FrameKind,
   FrameReader,
   FrameWriter,
@@ -43,6 +44,8 @@ export interface WorkerListener {
   chunkDone(): void;
   /** The process is ready; send what it must know before anything queued. */
   ready(worker: SandboxWorker): void;
+  /** A frame from the worker was malformed, or handling it threw: it was dropped. */
+  failed(worker: SandboxWorker, error: Error): void;
   /** `running`: the tenant whose code was running when the process died, if any. */
   exit(worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null, running: string | null): void;
 }
@@ -272,33 +275,20 @@ export class SandboxWorker {
     let started: () => void;
     const whenReady = new Promise<void>((resolve) => (started = resolve));
     const reader = new FrameReader((kind, id, payload) => {
-      if (kind === FrameKind.Control) {
-        const message = JSON.parse(payload.toString('utf8')) as WorkerToHost;
-        if (message.t === 'ready') {
-          this.isReady = true;
-          this.listener.ready(this);
-          const queued = this.queued;
-          this.queued = [];
-          for (const { tenant, frame } of queued) this.writeNow(frame, tenant);
-          started();
-          return;
-        }
-        if (message.t === 'idle') {
-          this.unacknowledged.done(message.seq);
-          this.callsAtIdle = message.calls;
-          this.taken = message.seq;
-          writer.flush();
-          if (this.unacknowledged.bytes <= MAX_BACKLOG_BYTES / 2) this.letGo();
-          return;
-        }
-        this.listener.control(this, message);
-      } else if (kind === FrameKind.TextOut) {
-        this.listener.text(this, id, payload);
+      try {
+        this.onFrame(kind, id, payload, writer, started);
+      } catch (error) {
+        // One bad or failing message costs that message, never the host.
+        this.listener.failed(this, error instanceof Error ? error : new Error(String(error)));
       }
     });
     pipe.on('data', (chunk: Buffer) => {
       reader.push(chunk);
-      this.listener.chunkDone();
+      try {
+        this.listener.chunkDone();
+      } catch (error) {
+        this.listener.failed(this, error as Error);
+      }
     });
     // A dying worker's pipe errors (EPIPE, ECONNRESET); its exit is what counts.
     pipe.on('error', () => {});
@@ -321,6 +311,34 @@ export class SandboxWorker {
     });
     this.writeNow((w) => w.control(this.init()), null);
     return whenReady;
+  }
+
+  /** One frame from the current process: its own bookkeeping (`ready`, `idle`), or for the listener. */
+  private onFrame(kind: number, id: number, payload: Buffer, writer: FrameWriter, started: () => void): void {
+    if (kind === FrameKind.TextOut) {
+      this.listener.text(this, id, payload);
+      return;
+    }
+    if (kind !== FrameKind.Control) throw new Error(`unknown frame kind ${kind} from worker ${this.index}`);
+    const message = decodeWorkerMessage(payload);
+    if (message.t === 'ready') {
+      this.isReady = true;
+      this.listener.ready(this);
+      const queued = this.queued;
+      this.queued = [];
+      for (const { tenant, frame } of queued) this.writeNow(frame, tenant);
+      started();
+      return;
+    }
+    if (message.t === 'idle') {
+      this.unacknowledged.done(message.seq);
+      this.callsAtIdle = message.calls;
+      this.taken = message.seq;
+      writer.flush();
+      if (this.unacknowledged.bytes <= MAX_BACKLOG_BYTES / 2) this.letGo();
+      return;
+    }
+    this.listener.control(this, message);
   }
 
   /**
