@@ -6,6 +6,7 @@
 // too much (see DESIGN.md, "The host↔worker channel").
 import { readSync, writeSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
+import { LOG_LEVELS } from '../sandbox-api/wire.js';
 
 export const FrameKind = {
   /** A JSON control message; the id is unused. */
@@ -76,7 +77,7 @@ export type HostToWorker =
   | { t: 'stats'; ask: number }
   | { t: 'event'; id: number; event: 'open' | 'error' | 'close'; text?: string };
 
-export type LogLevel = 'log' | 'info' | 'warn' | 'error' | 'debug';
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export type WorkerToHost =
   | { t: 'ready' }
@@ -92,7 +93,9 @@ export type WorkerToHost =
   | { t: 'log'; tenant: string; level: LogLevel; text: string }
   | { t: 'runDone'; run: number; error?: string }
   | { t: 'stats'; ask: number; isolates: number; sockets: number }
-  | { t: 'tenantError'; tenant: string; error: string };
+  | { t: 'tenantError'; tenant: string; error: string }
+  /** A handler module (bundle `file`) failed while it loaded; it is not run again. */
+  | { t: 'moduleFailed'; tenant: string; module: string; file: string; error: string };
 
 type FieldType = 'number' | 'string' | 'socket' | 'level' | 'number?' | 'string?';
 
@@ -107,8 +110,9 @@ const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
   runDone: { run: 'number', error: 'string?' },
   stats: { ask: 'number', isolates: 'number', sockets: 'number' },
   tenantError: { tenant: 'string', error: 'string' },
+  moduleFailed: { tenant: 'string', module: 'string', file: 'string', error: 'string' },
 };
-const LOG_LEVELS: readonly string[] = ['log', 'info', 'warn', 'error', 'debug'] satisfies LogLevel[];
+const LEVELS: readonly string[] = LOG_LEVELS;
 const SOCKET_FIELDS: Record<keyof SocketInfo, FieldType> = {
   id: 'number',
   tenant: 'string',
@@ -130,7 +134,7 @@ function fieldOk(value: unknown, type: FieldType): boolean {
     case 'string?':
       return value === undefined || typeof value === 'string';
     case 'level':
-      return typeof value === 'string' && LOG_LEVELS.includes(value);
+      return typeof value === 'string' && LEVELS.includes(value);
     case 'socket':
       return typeof value === 'object' && value !== null && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk((value as Record<string, unknown>)[name], t));
   }

@@ -5,12 +5,12 @@
 import ivm from 'isolated-vm';
 import type { BundledCode, TenantLimits } from './protocol.js';
 
-/** Event kinds of a dispatch batch; mirrors `Event` in sandbox-api/runtime.ts. */
-export const Event = { Open: 0, Message: 1, Error: 2, Close: 3, Timer: 4, Run: 5 } as const;
-/** Output operations; mirrors `Op` in sandbox-api/host.ts. */
-export const Op = { Send: 0, Close: 1, Log: 2, Error: 3, HandlerError: 4 } as const;
+export { Event, Op } from '../sandbox-api/wire.js';
 
+/** Events going in: triples [kind, id, text] (sandbox-api/wire.ts). */
 export type Batch = (number | string)[];
+/** Output coming out: one string of operations (sandbox-api/wire.ts, `decodeOutput`). */
+export type Output = string;
 
 /** What a tenant's host functions may ask of the worker. */
 export interface TenantHost {
@@ -24,8 +24,8 @@ const MAX_DELAY = 2 ** 31 - 1;
 export class Tenant {
   readonly isolate: ivm.Isolate;
   private readonly context: ivm.Context;
-  private readonly dispatchRef: ivm.Reference<(batch: Batch) => Batch>;
-  private readonly drainRef: ivm.Reference<() => Batch>;
+  private readonly dispatchRef: ivm.Reference<(batch: Batch) => Output>;
+  private readonly drainRef: ivm.Reference<() => Output>;
   private readonly defineRef: ivm.Reference<(name: string, factory: unknown) => void>;
   private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
   private readonly interruptedRef: ivm.Reference<() => number>;
@@ -47,10 +47,10 @@ export class Tenant {
     try {
       this.context = this.isolate.createContextSync();
       installBridge(this.context, this, host, limits);
-      this.isolate.compileScriptSync(runtime, { filename: 'islet:runtime' }).runSync(this.context, { release: true });
+      this.isolate.compileScriptSync(runtime, { filename: 'islet:runtime' }).runSync(this.context, { release: true, ...this.budget });
       const api = this.context.global.getSync('__isletRuntime', { reference: true }) as ivm.Reference<Record<string, unknown>>;
-      this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => Batch>;
-      this.drainRef = api.getSync('drain', { reference: true }) as ivm.Reference<() => Batch>;
+      this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => Output>;
+      this.drainRef = api.getSync('drain', { reference: true }) as ivm.Reference<() => Output>;
       this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown) => void>;
       this.adoptRef = api.getSync('adopt', { reference: true }) as ivm.Reference<(list: string[]) => void>;
       this.interruptedRef = api.getSync('interrupted', { reference: true }) as ivm.Reference<() => number>;
@@ -62,7 +62,17 @@ export class Tenant {
     }
   }
 
-  /** Evaluates a bundle's module wrapper and defines it under its name. Throws on a compile error. */
+  /**
+   * Every call into the isolate has the same budget: the runtime's own
+   * functions too, since tenant code that ran before may have left the
+   * isolate in any state. A result crosses as a primitive (the output is
+   * one string): no tenant code runs while it is copied out.
+   */
+  private get budget(): { timeout: number } {
+    return { timeout: this.limits.callTimeoutMs };
+  }
+
+  /** Evaluates a bundle's module wrapper and defines it under its name. Throws on a compile error or a stopped call. */
   define(module: BundledCode): void {
     // The wrapper sits on a line of its own, and lineOffset -1 keeps the
     // bundle's own line numbers, which its source map refers to.
@@ -70,9 +80,9 @@ export class Tenant {
       filename: module.file,
       lineOffset: -1,
     });
-    const factory = script.runSync(this.context, { reference: true, release: true, timeout: this.limits.callTimeoutMs });
+    const factory = script.runSync(this.context, { reference: true, release: true, ...this.budget });
     try {
-      this.defineRef.applySync(undefined, [module.name, factory.derefInto()]);
+      this.defineRef.applySync(undefined, [module.name, factory.derefInto()], this.budget);
     } finally {
       factory.release();
     }
@@ -80,11 +90,11 @@ export class Tenant {
 
   /** Marks a module that failed to load, so its events are skipped. */
   defineFailed(name: string): void {
-    this.defineRef.applySync(undefined, [name, null]);
+    this.defineRef.applySync(undefined, [name, null], this.budget);
   }
 
   adopt(list: string[]): void {
-    this.adoptRef.applySync(undefined, [list], { arguments: { copy: true } });
+    this.adoptRef.applySync(undefined, [list], { arguments: { copy: true }, ...this.budget });
   }
 
   /**
@@ -92,28 +102,24 @@ export class Tenant {
    * including what microtasks produced after the driver returned (V8 runs
    * them at the end of the call; the runtime then says so through notify).
    */
-  dispatch(): Batch {
+  dispatch(): Output {
     const batch = this.batch;
     this.batch = [];
     this.lastBatch = batch;
     this.outputAfterCall = false;
-    const output = this.dispatchRef.applySync(undefined, [batch], {
-      arguments: { copy: true },
-      result: { copy: true },
-      timeout: this.limits.callTimeoutMs,
-    });
-    return this.outputAfterCall ? output.concat(this.drain()) : output;
+    const output = this.dispatchRef.applySync(undefined, [batch], { arguments: { copy: true }, ...this.budget });
+    return this.outputAfterCall ? output + this.drain() : output;
   }
 
   /** After a call was stopped: the index in `lastBatch` of the event it was running, or -1. */
   interruptedAt(): number {
-    return this.interruptedRef.applySync(undefined, []);
+    return this.interruptedRef.applySync(undefined, [], this.budget);
   }
 
   /** Takes output still queued in the isolate (after a call that was cut short). */
-  drain(): Batch {
+  drain(): Output {
     this.outputAfterCall = false;
-    return this.drainRef.applySync(undefined, [], { result: { copy: true } });
+    return this.drainRef.applySync(undefined, [], this.budget);
   }
 
   setTimer(id: number, ms: number, repeat: boolean): void {

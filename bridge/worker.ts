@@ -20,10 +20,10 @@ import {
   type TenantLimits,
   type WorkerToHost,
 } from './protocol.js';
-import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
+import { decodeClose, decodeOutput, LOG_LEVELS } from '../sandbox-api/wire.js';
+import { type Batch, Event, Op, type Output, Tenant, type TenantHost } from './tenant.js';
 
 const MAX_URI_LENGTH = 4096;
-const LEVELS: LogLevel[] = ['log', 'info', 'warn', 'error', 'debug'];
 
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });
 const writer = new FrameWriter(channel);
@@ -189,12 +189,18 @@ function scheduleTurn(): void {
 let received = 0;
 let calls = 0;
 
-/** Once per turn: one call into each tenant that has events. */
+/**
+ * Once per turn: one call into each tenant that had events when the turn
+ * began. A tenant that gets more during the turn (its stopped call's events
+ * put back, a timer) waits for the next turn, behind the others: a tenant
+ * whose every event runs past its budget costs the others one budget a turn.
+ */
 function flush(): void {
   flushScheduled = false;
   progress.startTurn();
-  for (const tenant of dirty) {
-    dirty.delete(tenant);
+  const turn = [...dirty];
+  dirty.clear();
+  for (const tenant of turn) {
     if (tenants.get(tenant.name) !== tenant) continue;
     // What earlier calls of this turn produced leaves before the next call
     // starts: if that call kills this process, their output is not lost.
@@ -202,7 +208,7 @@ function flush(): void {
     // Recorded before the call: if this process dies during it, the host
     // sends the new one only the frames that came after, and knows the culprit.
     progress.starting(++calls, received, tenant.name);
-    let output: Batch;
+    let output: Output;
     try {
       output = tenant.dispatch();
     } catch (error) {
@@ -273,12 +279,12 @@ function timedOut(tenant: Tenant): void {
 }
 
 /** Checks and forwards what came out of an isolate. */
-function forward(tenant: Tenant, output: Batch): void {
-  for (let i = 0; i + 2 < output.length; i += 3) {
-    const op = output[i];
-    const id = output[i + 1];
-    const text = output[i + 2];
-    if (typeof op !== 'number' || typeof id !== 'number' || typeof text !== 'string') continue;
+function forward(tenant: Tenant, output: Output): void {
+  decodeOutput(output, (op, id, text) => forwardOp(tenant, op, id, text));
+}
+
+function forwardOp(tenant: Tenant, op: number, id: number, text: string): void {
+  {
     switch (op) {
       case Op.Send: {
         if (sockets.get(id)?.tenant !== tenant.name) break;
@@ -292,15 +298,22 @@ function forward(tenant: Tenant, output: Batch): void {
         const socket = sockets.get(id);
         if (socket?.tenant !== tenant.name) break;
         socket.state = 'closing';
-        // "code:reason" from WebsocketSession.close(code, reason); '' for a plain close.
-        const colon = text.indexOf(':');
-        if (colon > 0) send({ t: 'close', id, tenant: tenant.name, code: Number(text.slice(0, colon)), reason: text.slice(colon + 1) });
-        else send({ t: 'close', id, tenant: tenant.name });
+        send({ t: 'close', id, tenant: tenant.name, ...decodeClose(text) });
         break;
       }
       case Op.Log:
-        send({ t: 'log', tenant: tenant.name, level: LEVELS[id] ?? 'log', text });
+        send({ t: 'log', tenant: tenant.name, level: LOG_LEVELS[id] ?? 'log', text });
         break;
+      case Op.ModuleFailed: {
+        // Reported once, and not run again in this isolate or a recreated one.
+        const newline = text.indexOf('\n');
+        const name = text.slice(0, newline);
+        const module = modules.get(tenant.name)?.get(name);
+        if (module === undefined || module === null) break;
+        storeModule(tenant.name, name, null);
+        send({ t: 'moduleFailed', tenant: tenant.name, module: name, file: module.file, error: text.slice(newline + 1) });
+        break;
+      }
       case Op.Error:
         uncaught(tenant.name, id, text);
         break;

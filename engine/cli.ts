@@ -111,6 +111,7 @@ function watch(engine: Engine): void {
   });
   engine.on('workerRestart', ({ worker, pid }) => process.stderr.write(`islet: sandbox worker ${worker} restarted (pid ${pid})\n`));
   engine.on('tenantQuarantined', ({ tenant, error }) => process.stderr.write(`[${tenant}] ${error.message}\n`));
+  engine.on('hostError', ({ where, error }) => process.stderr.write(`islet: internal error in ${where}: ${error.message}\n`));
 }
 
 async function run(args: string[]): Promise<number> {

@@ -126,6 +126,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Tenants whose files changed since the last reload. */
   private readonly changed = new Set<string>();
   private readonly runs = new Map<number, PendingRun>();
+  /** Handler modules that failed while they loaded, by id: the bundle file that failed. */
+  private readonly failedHandlers = new Map<string, string>();
   private runtime = '';
   private nextRun = 1;
   private nextIdBlock = 1;
@@ -390,10 +392,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     const worker = this.workerFor(endpoint.project);
     let failure: Error | null = null;
     try {
-      this.sendModule(worker, endpoint.project, await this.handlerBundle(endpoint.handler));
+      await this.prepareHandler(worker, endpoint.project, endpoint.handler);
     } catch (error) {
       failure = error as Error;
-      this.emit('tenantError', { tenant: endpoint.project, error: failure.message });
+      // A module that failed while it loaded was reported then, once.
+      if ((error as IsletError).code !== 'ISLET_ERR_HANDLER_FAILED') this.emit('tenantError', { tenant: endpoint.project, error: failure.message });
     }
     if (socket.destroyed) return;
     // The engine began to close while the handler was being bundled.
@@ -538,8 +541,17 @@ export class Engine extends EventEmitter<EngineEvents> {
     return { t: 'init', runtime: this.runtime, root: this.root, limits: this.options.limits, ids } as const;
   }
 
-  private async loadHandler(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    this.sendModule(worker, info.tenant, await this.handlerBundle(info.handler));
+  private loadHandler(worker: SandboxWorker, info: SocketInfo): Promise<void> {
+    return this.prepareHandler(worker, info.tenant, info.handler);
+  }
+
+  /** Bundles a handler and sends it to the worker; throws when it cannot run (a bundle error, or it failed while it loaded). */
+  private async prepareHandler(worker: SandboxWorker, tenant: string, handler: string): Promise<void> {
+    const bundle = await this.handlerBundle(handler);
+    if (this.failedHandlers.get(handler) === bundle.file) {
+      throw new IsletError('ISLET_ERR_HANDLER_FAILED', `${handler} failed while it loaded; it runs again once its files change`);
+    }
+    this.sendModule(worker, tenant, bundle);
   }
 
   /** Sends a bundle to a worker unless it already has this version. */
@@ -633,6 +645,17 @@ export class Engine extends EventEmitter<EngineEvents> {
       case 'tenantError':
         this.emit('tenantError', { tenant: message.tenant, error: this.bundler.mapStack(message.error) });
         break;
+      case 'moduleFailed': {
+        if (!worker.tenants.has(message.tenant) || tenantOf(message.module) !== message.tenant) break;
+        // Reported once; its sockets close (1011: the server cannot go on with them), and new ones are refused until its files change.
+        this.failedHandlers.set(message.module, message.file);
+        this.emit('tenantError', {
+          tenant: message.tenant,
+          error: `ISLET_ERR_HANDLER_FAILED: ${message.module} failed while it loaded; its sockets are closed: ${this.bundler.mapStack(message.error)}`,
+        });
+        this.sockets.closeHandler(message.tenant, message.module, 1011, `handler ${message.module} failed to load`);
+        break;
+      }
       case 'stats':
         this.asks.get(message.ask)?.({ isolates: message.isolates, sockets: message.sockets });
         this.asks.delete(message.ask);

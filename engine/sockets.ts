@@ -299,6 +299,14 @@ export class Sockets {
     else if (socket.ws === null || socket.ws.readyState === WebSocket.CONNECTING) (socket.waiting ??= []).push(CLOSE);
   }
 
+  /** Closes every socket of a tenant's handler (it failed to load): sessions with `code`, clients with 1001. */
+  closeHandler(tenant: string, handler: string, code: number, reason: string): void {
+    for (const socket of this.sockets.values()) {
+      if (socket.info.tenant !== tenant || socket.info.handler !== handler) continue;
+      this.close(socket.info.id, socket.info.endpoint !== '' ? code : 1001, reason);
+    }
+  }
+
   /** Closes every socket of a tenant (it was quarantined): sessions with `code`, clients with 1001. */
   closeTenant(tenant: string, code: number, reason: string): void {
     for (const socket of this.sockets.values()) {

@@ -1,8 +1,8 @@
 // `console` for tenant code: each call becomes one line of text that the host
 // prints with the tenant's name (warn and error on stderr).
-import { ErrorCtor, Op, StringCtor, emit, errorText, freeze, jsonStringify } from './host.js';
+import { ErrorCtor, Op, StringCtor, emit, errorText, freeze, jsonStringify, stringSlice } from './host.js';
+import { LOG_LEVELS } from './wire.js';
 
-const levels = ['log', 'info', 'warn', 'error', 'debug'] as const;
 /** Longest line one console call may produce; the rest is cut. */
 const MAX_LINE = 64 * 1024;
 
@@ -20,11 +20,11 @@ function format(value: unknown): string {
 
 export function installConsole(global: typeof globalThis): void {
   const console: Record<string, (...args: unknown[]) => void> = {};
-  levels.forEach((level, index) => {
+  LOG_LEVELS.forEach((level, index) => {
     console[level] = (...args: unknown[]): void => {
       let line = '';
       for (let i = 0; i < args.length; i++) line += (i === 0 ? '' : ' ') + format(args[i]);
-      if (line.length > MAX_LINE) line = line.slice(0, MAX_LINE) + ` … [cut at ${MAX_LINE} characters]`;
+      if (line.length > MAX_LINE) line = stringSlice(line, 0, MAX_LINE) + ` … [cut at ${MAX_LINE} characters]`;
       emit(Op.Log, index, line);
     };
   });

@@ -1,8 +1,10 @@
 // The sandbox's side of the boundary. The worker installs a few bootstrap
 // globals (the list is in bridge/tenant.ts, `installBridge`); this module
 // captures them before any tenant code runs, and runtime.ts deletes them.
-// Everything that leaves the isolate goes through the outbox below: a flat
-// array of primitives built here, never a tenant's own object.
+// Everything that leaves the isolate goes through the outbox below: one
+// string built here (wire.ts), never a tenant's own object.
+
+import { encodeOp } from './wire.js';
 
 declare const __isletConfig: string;
 declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number | HostError;
@@ -54,28 +56,73 @@ export function hostSetTimer(id: number, ms: number, repeat: boolean): void {
   unwrap(setTimer(id, ms, repeat));
 }
 
-/** What the outbox carries; the worker reads triples `[op, id, text]`. */
-export const Op = {
-  Send: 0,
-  Close: 1,
-  Log: 2,
-  /** An error nothing caught: id is the run it failed, or 0 (it fails the tenant's pending runs). */
-  Error: 3,
-  /** A handler's exception that islet caught: reported, it fails nothing. */
-  HandlerError: 4,
-} as const;
+export { Op } from './wire.js';
 
 // Captured now: tenant code may replace globals and prototypes later, and
-// that must not change what the runtime does.
+// that must not change what the runtime does. Methods are held uncurried
+// (bound to Function.prototype.call now), so that neither a replaced method
+// nor a replaced `call` reaches the runtime; the runtime's own arrays have no
+// prototype, so a getter or setter planted on Array.prototype never runs on them.
+const FunctionCall = Function.prototype.call;
+const FunctionBind = Function.prototype.bind;
+/** `fn` as a plain function of `(self, ...args)`. */
+function uncurry<A extends unknown[], R>(fn: (...args: A) => R): (self: unknown, ...args: A) => R {
+  return FunctionBind.call(FunctionCall, fn) as (self: unknown, ...args: A) => R;
+}
+
 export const ErrorCtor = Error;
 export const TypeErrorCtor = TypeError;
 export const RangeErrorCtor = RangeError;
 export const StringCtor = String;
-export const MapCtor = Map;
 export const freeze = Object.freeze;
 export const jsonStringify = JSON.stringify;
+export const reflectApply = Reflect.apply;
+const setPrototypeOf = Object.setPrototypeOf;
 export const promiseResolve = Promise.resolve.bind(Promise);
-const promiseThen = Promise.prototype.then;
+const promiseThen = uncurry(Promise.prototype.then as (f: (v: unknown) => unknown, r: (e: unknown) => unknown) => Promise<unknown>);
+export const stringSlice = uncurry(String.prototype.slice as (start?: number, end?: number) => string);
+export const stringIndexOf = uncurry(String.prototype.indexOf as (search: string, from?: number) => number);
+const mapGet = uncurry(Map.prototype.get);
+const mapSet = uncurry(Map.prototype.set);
+const mapHas = uncurry(Map.prototype.has);
+const mapDelete = uncurry(Map.prototype.delete);
+const mapForEach = uncurry(Map.prototype.forEach as (fn: (value: unknown, key: unknown) => void) => void);
+const mapSize = uncurry(Object.getOwnPropertyDescriptor(Map.prototype, 'size')!.get as () => number);
+
+/** A Map for the runtime's own bookkeeping, through the captured methods. */
+export class SafeMap<K, V> {
+  private readonly map = new Map<K, V>();
+
+  get(key: K): V | undefined {
+    return mapGet(this.map, key) as V | undefined;
+  }
+
+  set(key: K, value: V): void {
+    mapSet(this.map, key, value);
+  }
+
+  has(key: K): boolean {
+    return mapHas(this.map, key);
+  }
+
+  delete(key: K): void {
+    mapDelete(this.map, key);
+  }
+
+  forEach(fn: (value: V, key: K) => void): void {
+    mapForEach(this.map, fn as (value: unknown, key: unknown) => void);
+  }
+
+  get size(): number {
+    return mapSize(this.map);
+  }
+}
+
+/** An array of the runtime's own, with no prototype: indexing it never reaches Array.prototype. */
+export function newList<T>(): T[] {
+  return setPrototypeOf([], null) as T[];
+}
+
 /** `value.then(onFulfilled, onRejected)` through the captured builtin; undefined if it throws. */
 export function then(
   value: PromiseLike<unknown>,
@@ -83,23 +130,20 @@ export function then(
   onRejected: (e: unknown) => unknown,
 ): PromiseLike<unknown> | undefined {
   try {
-    return promiseThen.call(promiseResolve(value), onFulfilled, onRejected) as PromiseLike<unknown>;
+    return promiseThen(promiseResolve(value), onFulfilled, onRejected) as PromiseLike<unknown>;
   } catch {
     // A thenable whose then throws is the tenant's own business.
     return undefined;
   }
 }
 
-let outbox: (number | string)[] = [];
-let size = 0;
+let outbox = '';
 let busy = false;
 let notified = false;
 
-/** Queues one operation for the worker. */
+/** Queues one operation for the worker. `text` is a primitive string. */
 export function emit(op: number, id: number, text: string): void {
-  outbox[size++] = op;
-  outbox[size++] = id;
-  outbox[size++] = text;
+  outbox = encodeOp(outbox, op, id, text);
   // Outside the driver (a microtask that ran after it returned) the worker
   // has already taken the outbox: tell it once, and it calls drain().
   if (!busy && !notified) {
@@ -108,11 +152,10 @@ export function emit(op: number, id: number, text: string): void {
   }
 }
 
-/** Hands the queued operations to the worker. */
-export function takeOutbox(): (number | string)[] {
+/** Hands the queued operations to the worker, as one string (see wire.ts). */
+export function takeOutbox(): string {
   const taken = outbox;
-  outbox = [];
-  size = 0;
+  outbox = '';
   notified = false;
   return taken;
 }

@@ -7,17 +7,21 @@ import { installConsole } from './console.js';
 import {
   config,
   ErrorCtor,
-  MapCtor,
-  Op,
+  newList,
+  reflectApply,
+  SafeMap,
   StringCtor,
   emit,
   errorMessage,
   errorText,
   freeze,
   setBusy,
+  stringIndexOf,
+  stringSlice,
   takeOutbox,
   then,
 } from './host.js';
+import { Event, Op } from './wire.js';
 import { fireTimer, installTimers, watchdog } from './timers.js';
 import {
   type Method,
@@ -32,23 +36,37 @@ import {
   withContext,
 } from './websockets.js';
 
-/** Event kinds of a dispatch batch; the worker sends triples `[kind, id, text]`. */
-const Event = { Open: 0, Message: 1, Error: 2, Close: 3, Timer: 4, Run: 5 } as const;
-
 type Factory = (this: unknown, exports: object, require: (name: string) => unknown, module: { exports: unknown }) => void;
 interface ModuleRecord {
+  /** null: the module failed to load (reported once) and is not run again. */
   factory: Factory | null;
   exports: unknown;
   loaded: boolean;
 }
 
-const modules = new MapCtor<string, ModuleRecord>();
+const modules = new SafeMap<string, ModuleRecord>();
 const sdkNet = freeze({ websockets });
-const builtins = new MapCtor<string, unknown>([
-  ['net/v4/websockets', websockets],
-  ['net/websockets', websockets],
-  ['sdk/net', sdkNet],
-]);
+const builtins = new SafeMap<string, unknown>();
+builtins.set('net/v4/websockets', websockets);
+builtins.set('net/websockets', websockets);
+builtins.set('sdk/net', sdkNet);
+
+/** The module whose code is running at load time, if any: a call stopped then fails it. */
+let loading: string | null = null;
+
+function failModule(name: string, error: string): void {
+  const record = modules.get(name);
+  if (record === undefined || record.factory === null) return;
+  record.factory = null;
+  emit(Op.ModuleFailed, 0, name + '\n' + error);
+}
+
+/** Runs a module's factory with its own `module` and `exports`. */
+function runFactory(factory: Factory): unknown {
+  const module = { exports: {} as unknown };
+  reflectApply(factory, module.exports, [module.exports, requireModule, module]);
+  return module.exports;
+}
 
 function requireModule(name: string): unknown {
   const builtin = builtins.get(name);
@@ -60,10 +78,18 @@ function requireModule(name: string): unknown {
     );
   }
   if (!record.loaded) {
-    const module = { exports: {} as unknown };
-    record.factory.call(module.exports, module.exports as object, requireModule, module);
-    record.exports = module.exports;
-    record.loaded = true;
+    const outer = loading;
+    loading = name;
+    try {
+      record.exports = runFactory(record.factory);
+      record.loaded = true;
+    } catch (error) {
+      // Reported once; the module is not evaluated again for every event.
+      failModule(name, errorText(error));
+      return null;
+    } finally {
+      loading = outer;
+    }
   }
   return record.exports;
 }
@@ -122,9 +148,7 @@ function callHandler(handler: string, method: Method, socket: string, payload: s
   };
   let result: unknown;
   try {
-    result = withContext(context, () =>
-      method === 'onopen' || method === 'onclose' ? fn.call(exports, socket) : fn.call(exports, payload, socket),
-    );
+    result = withContext(context, () => reflectApply(fn, exports, method === 'onopen' || method === 'onclose' ? [socket] : [payload, socket]));
   } catch (error) {
     return failed(error) as PromiseLike<unknown> | undefined;
   }
@@ -146,13 +170,18 @@ const methodOf: Record<number, Method> = {
  * Events waiting, per socket, for its handler's promise to settle: a
  * socket's events reach its handler in order and never overlap.
  */
-const waiting = new MapCtor<string, (number | string)[]>();
+interface Waiting {
+  /** kind, text, kind, text, … from `head` on. */
+  events: (number | string)[];
+  head: number;
+}
+const waiting = new SafeMap<string, Waiting>();
 
 function socketEvent(kind: number, socket: string, text: string): void {
   const queue = waiting.get(socket);
   if (queue !== undefined) {
-    queue[queue.length] = kind;
-    queue[queue.length] = text;
+    queue.events[queue.events.length] = kind;
+    queue.events[queue.events.length] = text;
     return;
   }
   const pending = runSocketEvent(kind, socket, text);
@@ -160,7 +189,7 @@ function socketEvent(kind: number, socket: string, text: string): void {
 }
 
 function waitFor(socket: string, pending: PromiseLike<unknown>): void {
-  waiting.set(socket, []);
+  waiting.set(socket, { events: newList(), head: 0 });
   // Each promise waited on gets a generation: whichever of its settling and
   // its watchdog comes first moves the queue on, the other finds it stale.
   let generation = 0;
@@ -186,9 +215,10 @@ function waitFor(socket: string, pending: PromiseLike<unknown>): void {
   };
   const next = (): void => {
     const queue = waiting.get(socket)!;
-    while (queue.length > 0) {
-      const kind = queue.shift() as number;
-      const text = queue.shift() as string;
+    while (queue.head < queue.events.length) {
+      const kind = queue.events[queue.head] as number;
+      const text = queue.events[queue.head + 1] as string;
+      queue.head += 2;
       let later: PromiseLike<unknown> | undefined;
       try {
         later = runSocketEvent(kind, socket, text);
@@ -206,15 +236,15 @@ function waitFor(socket: string, pending: PromiseLike<unknown>): void {
 }
 
 /** "handler\nendpoint" of the endpoints sessions came in on: every session of one endpoint shares the two strings. */
-const endpointOf = new MapCtor<string, [handler: string, endpoint: string]>();
+const endpointOf = new SafeMap<string, [handler: string, endpoint: string]>();
 
 function runSocketEvent(kind: number, socket: string, text: string): PromiseLike<unknown> | undefined {
   if (kind === Event.Open && text !== '' && handlerOf(socket) === null) {
     // A session the host accepted on one of this tenant's endpoints.
     let names = endpointOf.get(text);
     if (names === undefined) {
-      const split = text.indexOf('\n');
-      endpointOf.set(text, (names = [text.slice(0, split), text.slice(split + 1)]));
+      const split = stringIndexOf(text, '\n');
+      endpointOf.set(text, (names = [stringSlice(text, 0, split), stringSlice(text, split + 1)]));
     }
     adoptSocket(socket, '', names[0], 'javascript', 'open', names[1]);
   }
@@ -236,8 +266,7 @@ function handleEvent(kind: number, id: number, text: string): void {
       const record = modules.get(text);
       if (record === undefined || record.factory === null) throw new ErrorCtor(`script ${text} was not defined`);
       // A script runs each time it is asked to; it is not cached like a module.
-      const module = { exports: {} as unknown };
-      record.factory.call(module.exports, module.exports as object, requireModule, module);
+      runFactory(record.factory);
     } catch (error) {
       emit(Op.Error, id, errorText(error));
     }
@@ -249,7 +278,7 @@ function handleEvent(kind: number, id: number, text: string): void {
 /** Index in the batch of the event being handled; -1 between events. Read after a call is cut short. */
 let position = -1;
 
-function dispatch(batch: (number | string)[]): (number | string)[] {
+function dispatch(batch: (number | string)[]): string {
   setBusy(true);
   try {
     for (let i = 0; i + 2 < batch.length; i += 3) {
@@ -267,14 +296,21 @@ function dispatch(batch: (number | string)[]): (number | string)[] {
   return takeOutbox();
 }
 
-/** After a call was stopped: the index of the event it was running (-1: none, e.g. microtasks after the loop). */
+/**
+ * After a call was stopped: the index of the event it was running (-1: none,
+ * e.g. microtasks after the loop). A module that was loading then has failed.
+ */
 function interrupted(): number {
   const at = position;
   position = -1;
+  if (loading !== null) {
+    failModule(loading, 'ISLET_ERR_TIMEOUT: its code ran past the call budget while the module loaded (limit callTimeoutMs)');
+    loading = null;
+  }
   return at;
 }
 
-function drain(): (number | string)[] {
+function drain(): string {
   // Also ends a dispatch that a timeout cut short before its finally ran.
   setBusy(false);
   return takeOutbox();
@@ -285,7 +321,7 @@ function define(name: string, factory: Factory | null): void {
   modules.set(name, { factory, exports: undefined, loaded: false });
 }
 
-/** Rebuilds the socket registry after the isolate was recreated: flat `[id, uri, handler, engine, state, endpoint]`. */
+/** Rebuilds the socket registry after the isolate was recreated: flat `[id, uri, handler, engine, state, endpoint]`, own elements of a copied array. */
 function adopt(list: string[]): void {
   for (let i = 0; i + 5 < list.length; i += 6) {
     adoptSocket(list[i]!, list[i + 1]!, list[i + 2]!, list[i + 3]!, list[i + 4] as SocketState, list[i + 5]!);

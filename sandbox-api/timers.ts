@@ -1,7 +1,7 @@
 // Timers for tenant code. The callbacks stay here; the worker keeps the
 // clock (so it knows when a tenant is idle) and sends a Timer event when one
 // is due. Microtasks are V8's own; queueMicrotask is built on a promise.
-import { MapCtor, Op, TypeErrorCtor, emit, errorText, hostClearTimer, hostSetTimer, promiseResolve } from './host.js';
+import { Op, reflectApply, SafeMap, TypeErrorCtor, emit, errorText, hostClearTimer, hostSetTimer, promiseResolve, then } from './host.js';
 
 interface Timer {
   fn: (...args: unknown[]) => void;
@@ -9,7 +9,7 @@ interface Timer {
   repeat: boolean;
 }
 
-const timers = new MapCtor<number, Timer>();
+const timers = new SafeMap<number, Timer>();
 let lastId = 0;
 
 function start(repeat: boolean, fn: unknown, ms: unknown, args: unknown[]): number {
@@ -37,7 +37,7 @@ export function fireTimer(id: number): void {
   if (timer === undefined) return;
   if (!timer.repeat) timers.delete(id);
   try {
-    timer.fn(...timer.args);
+    reflectApply(timer.fn, undefined, timer.args);
   } catch (error) {
     emit(Op.Error, 0, errorText(error));
   }
@@ -61,12 +61,16 @@ export function installTimers(global: typeof globalThis): void {
   g.clearInterval = clear;
   g.queueMicrotask = (fn: unknown): void => {
     if (typeof fn !== 'function') throw new TypeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: queueMicrotask takes a function, got ${typeof fn}`);
-    promiseResolve().then(() => {
-      try {
-        (fn as () => void)();
-      } catch (error) {
-        emit(Op.Error, 0, errorText(error));
-      }
-    });
+    then(
+      promiseResolve(),
+      () => {
+        try {
+          (fn as () => void)();
+        } catch (error) {
+          emit(Op.Error, 0, errorText(error));
+        }
+      },
+      () => undefined,
+    );
   };
 }

@@ -8,13 +8,14 @@ import {
   exceedsBytes,
   freeze,
   hostConnect,
-  MapCtor,
   Op,
+  SafeMap,
   RangeErrorCtor,
   StringCtor,
   TypeErrorCtor,
   ErrorCtor,
 } from './host.js';
+import { encodeClose } from './wire.js';
 import type { ClientMetadata, Method, SessionMetadata, WebsocketClient, WebsocketSession } from 'net/v4/websockets';
 
 // The types are the published contract's (islet.d.ts): one definition for
@@ -44,7 +45,7 @@ interface HandlerContext {
   session: string;
 }
 
-const sockets = new MapCtor<string, SocketRecord>();
+const sockets = new SafeMap<string, SocketRecord>();
 let context: HandlerContext | null = null;
 
 export function withContext<T>(next: HandlerContext, call: () => T): T {
@@ -78,7 +79,7 @@ function checkClose(code: unknown, reason: unknown): string {
   }
   const text = reason === undefined ? '' : checkText(reason, 'close(code, reason)');
   if (exceedsBytes(text, 123)) throw new RangeErrorCtor('ISLET_ERR_BAD_ARGUMENT: close reason is over 123 bytes');
-  return `${code}:${text}`;
+  return encodeClose(code, text);
 }
 
 function apiOf(record: SocketRecord): WebsocketClient | WebsocketSession {
@@ -156,9 +157,9 @@ export const websockets = freeze({
   },
   getClients(): ClientMetadata[] {
     const list: ClientMetadata[] = [];
-    for (const r of sockets.values()) {
+    sockets.forEach((r) => {
       if (r.endpoint === null) list[list.length] = { id: r.id, uri: r.uri, handler: r.handler, engine: r.engine, state: r.state };
-    }
+    });
     return list;
   },
   getClient(id: string): WebsocketClient | null {
@@ -166,15 +167,18 @@ export const websockets = freeze({
     return record === undefined || record.endpoint !== null ? null : (apiOf(record) as WebsocketClient);
   },
   getClientByHandler(handler: string): WebsocketClient | null {
-    for (const r of sockets.values()) if (r.endpoint === null && r.handler === handler) return apiOf(r) as WebsocketClient;
-    return null;
+    let found: SocketRecord | null = null;
+    sockets.forEach((r) => {
+      if (found === null && r.endpoint === null && r.handler === handler) found = r;
+    });
+    return found === null ? null : (apiOf(found) as WebsocketClient);
   },
   /** Sessions open on this tenant's endpoints, for a handler that broadcasts. */
   getSessions(): SessionMetadata[] {
     const list: SessionMetadata[] = [];
-    for (const r of sockets.values()) {
+    sockets.forEach((r) => {
       if (r.endpoint !== null) list[list.length] = { id: r.id, endpoint: r.endpoint, handler: r.handler, state: r.state };
-    }
+    });
     return list;
   },
   getSession(id: string): WebsocketSession | null {
