@@ -75,6 +75,8 @@ export type HostToWorker =
   | { t: 'adopt'; sockets: SocketInfo[] }
   | { t: 'accept'; socket: SocketInfo }
   | { t: 'stats'; ask: number }
+  /** The watchdog's: answered, like any frame, with the next `idle`. */
+  | { t: 'ping' }
   | { t: 'event'; id: number; event: 'open' | 'error' | 'close'; text?: string };
 
 export type LogLevel = (typeof LOG_LEVELS)[number];

@@ -394,6 +394,8 @@ function onControl(message: HostToWorker): void {
     case 'stats':
       send({ t: 'stats', ask: message.ask, isolates: tenants.size, sockets: sockets.size });
       break;
+    case 'ping':
+      break; // the idle that ends this turn is the answer
     case 'accept': {
       const socket = message.socket;
       keepSocket(socket);

@@ -17,7 +17,7 @@ import { type DescriptorProblem, type Endpoint, SERVICE_PREFIX, scanProjects } f
 import { answer, handlerFileMatcher, refuseUpgrade, requestPath, serveStatic } from './server.js';
 import { Quarantine } from './quarantine.js';
 import { Sockets } from './sockets.js';
-import { SandboxWorker } from './supervisor.js';
+import { SandboxWorker, type WorkerListener } from './supervisor.js';
 
 export { IsletError, ErrorCodes, type ErrorCode } from '../bridge/errors.js';
 export { DEFAULT_LIMITS, type EngineOptions } from './options.js';
@@ -99,6 +99,8 @@ function tenantError(text: string): IsletError {
 const SCRIPT_PREFIX = 'script:';
 /** One shared listener for errors that need no handling (none made per socket). */
 const ignore = (): void => {};
+/** How long past its call budget a worker may show no progress before the watchdog kills it. */
+const LIVENESS_GRACE_MS = 3000;
 /** How long the watcher waits for a burst of file changes to end. */
 const RELOAD_DEBOUNCE_MS = 50;
 
@@ -168,7 +170,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.started = (async () => {
         this.runtime = await bundleRuntime();
         for (let i = 0; i < this.options.workers; i++) {
-          this.workers.push(new SandboxWorker(i, () => this.initMessage(), this.workerListener));
+          this.workers.push(new SandboxWorker(i, () => this.initMessage(), this.workerListener, this.options.limits.callTimeoutMs + LIVENESS_GRACE_MS));
         }
         await Promise.all(this.workers.map((w) => w.start()));
         if (this.state === 'starting') this.state = 'running';
@@ -573,7 +575,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
   }
 
-  private readonly workerListener = {
+  private readonly workerListener: WorkerListener = {
     control: (worker: SandboxWorker, message: WorkerToHost): void => this.onWorkerMessage(worker, message),
     text: (worker: SandboxWorker, id: number, payload: Buffer): void => {
       if (this.sockets.owns(worker, id)) this.sockets.send(id, payload);
@@ -598,10 +600,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       }
       worker.sendFirst({ t: 'adopt', sockets });
     },
-    exit: (worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null, running: string | null): void => {
+    exit: (worker: SandboxWorker, { pid, code, signal, running, why: how }): void => {
       if (this.state === 'closing' || this.state === 'closed') return;
       this.emit('workerExit', { worker: worker.index, pid, code, signal });
-      const how = signal !== null ? `signal ${signal}` : `code ${code}`;
       if (running !== null) this.workerKilledBy(running, how);
       this.failRuns(
         (run) => worker.tenants.has(run.tenant),

@@ -46,8 +46,12 @@ export interface WorkerListener {
   ready(worker: SandboxWorker): void;
   /** A frame from the worker was malformed, or handling it threw: it was dropped. */
   failed(worker: SandboxWorker, error: Error): void;
-  /** `running`: the tenant whose code was running when the process died, if any. */
-  exit(worker: SandboxWorker, pid: number | undefined, code: number | null, signal: NodeJS.Signals | null, running: string | null): void;
+  /**
+   * The process ended. `running`: the tenant whose code was running then, if
+   * any; `why`: how it ended, in words ("signal SIGKILL", or that the
+   * watchdog killed it).
+   */
+  exit(worker: SandboxWorker, exit: { pid: number | undefined; code: number | null; signal: NodeJS.Signals | null; running: string | null; why: string }): void;
 }
 
 type Frame = (writer: FrameWriter) => void;
@@ -76,6 +80,9 @@ const REPLAY_BYTES = 1024 * 1024;
  * wait: far more than the echo benchmark ever has (about 0.5 MiB).
  */
 const MAX_BACKLOG_BYTES = 8 * 1024 * 1024;
+
+/** How often the watchdog looks at each worker. */
+const LIVENESS_CHECK_MS = 500;
 
 /** A socket whose reading can stop and start again (a ws WebSocket). */
 export interface Pausable {
@@ -246,11 +253,17 @@ export class SandboxWorker {
   private readonly unacknowledged = new Unacknowledged();
   private readonly heldBack = new Set<Pausable>();
   private exited: Promise<void> = Promise.resolve();
+  /** The watchdog: when the process last showed progress (an `idle`, or a new call started), and the calls it had started then. */
+  private lastProgress = 0;
+  private lastCalls = 0;
+  private killedBecause: string | null = null;
 
+  /** `livenessMs`: how long the process may show no progress while it has work, before the watchdog kills it. */
   constructor(
     readonly index: number,
     private readonly init: () => HostToWorker,
     private readonly listener: WorkerListener,
+    private readonly livenessMs: number,
   ) {}
 
   get pid(): number | undefined {
@@ -268,6 +281,10 @@ export class SandboxWorker {
     this.callsAtIdle = 0;
     this.flushed = 0;
     this.taken = 0;
+    this.lastProgress = Date.now();
+    this.lastCalls = 0;
+    this.killedBecause = null;
+    const watchdog = setInterval(() => this.watch(child, progress), LIVENESS_CHECK_MS).unref();
     const pipe = child.stdio[3] as Duplex;
     const writer = new FrameWriter(pipe, () => this.mayFlush());
     this.writer = writer;
@@ -293,6 +310,7 @@ export class SandboxWorker {
     // A dying worker's pipe errors (EPIPE, ECONNRESET); its exit is what counts.
     pipe.on('error', () => {});
     child.once('exit', (code, signal) => {
+      clearInterval(watchdog);
       const started = ProgressLog.read(progress, this.callsAtIdle);
       closeSync(progress);
       if (this.child !== child) return;
@@ -307,7 +325,8 @@ export class SandboxWorker {
       this.queued = [...this.unacknowledged.take(), ...this.queued];
       this.written = 0;
       this.letGo();
-      this.listener.exit(this, child.pid, code, signal, started.at(-1)?.tenant ?? null);
+      const why = this.killedBecause ?? (signal !== null ? `signal ${signal}` : `code ${code}`);
+      this.listener.exit(this, { pid: child.pid, code, signal, running: started.at(-1)?.tenant ?? null, why });
     });
     this.writeNow((w) => w.control(this.init()), null);
     return whenReady;
@@ -331,6 +350,7 @@ export class SandboxWorker {
       return;
     }
     if (message.t === 'idle') {
+      this.lastProgress = Date.now();
       this.unacknowledged.done(message.seq);
       this.callsAtIdle = message.calls;
       this.taken = message.seq;
@@ -339,6 +359,33 @@ export class SandboxWorker {
       return;
     }
     this.listener.control(this, message);
+  }
+
+  /**
+   * The second layer under the per-call budget: a process that has work and
+   * shows no progress (no `idle`, no new call in its progress log) for
+   * `livenessMs` is stuck where no budget reaches (a builtin that does not
+   * check for interrupts, a copy, its own code) and is killed; its exit is
+   * handled like any death, blaming the tenant whose call was running. A
+   * process with nothing in flight is pinged, so it has something to answer.
+   */
+  private watch(child: ChildProcess, progress: number): void {
+    if (this.child !== child || !this.isReady || this.killedBecause !== null) return;
+    const now = Date.now();
+    if (this.taken >= this.flushed) {
+      this.lastProgress = now;
+      this.writeNow((writer) => writer.control({ t: 'ping' }), null);
+      return;
+    }
+    const calls = ProgressLog.read(progress, this.callsAtIdle).at(-1)?.calls ?? this.callsAtIdle;
+    if (calls !== this.lastCalls) {
+      this.lastCalls = calls;
+      this.lastProgress = now;
+      return;
+    }
+    if (now - this.lastProgress <= this.livenessMs) return;
+    this.killedBecause = `it stopped answering for ${now - this.lastProgress} ms (the watchdog's bound is ${this.livenessMs} ms) and was killed`;
+    child.kill('SIGKILL');
   }
 
   /**
