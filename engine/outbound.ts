@@ -35,6 +35,12 @@ const SPECIAL: [string, number, 'ipv4' | 'ipv6', string][] = [
   ['240.0.0.0', 4, 'ipv4', 'a reserved address'],
   ['::', 128, 'ipv6', 'the unspecified address'],
   ['::1', 128, 'ipv6', 'a loopback address'],
+  // Forms that carry an IPv4 address inside, which a gateway or the stack
+  // turns back into it (::7f00:1 and 64:ff9b::7f00:1 reach 127.0.0.1).
+  ['::', 96, 'ipv6', 'an IPv4-compatible address (it embeds an IPv4 address)'],
+  ['64:ff9b::', 96, 'ipv6', 'a NAT64 address (it embeds an IPv4 address)'],
+  ['64:ff9b:1::', 48, 'ipv6', 'a local-use NAT64 address (it embeds an IPv4 address)'],
+  ['2002::', 16, 'ipv6', 'a 6to4 address (it embeds an IPv4 address)'],
   ['fc00::', 7, 'ipv6', 'a unique local (private) address'],
   ['fe80::', 10, 'ipv6', 'a link-local address'],
   ['ff00::', 8, 'ipv6', 'a multicast address'],

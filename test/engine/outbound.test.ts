@@ -15,7 +15,7 @@ describe('outbound policy', () => {
     return { 'p/h.js': HANDLER, 'p/main.js': `require("net/v4/websockets").createWebsocket(${JSON.stringify(uri)}, "p/h");` };
   }
 
-  it('outbound: by default the engine refuses loopback, by address and by name, without connecting', async () => {
+  it('outbound: by default the engine refuses loopback, private, NAT64, 6to4 and IPv4-compatible addresses, by address and by name, without connecting', async () => {
     const port = new URL(peer.url).port;
     for (const [uri, why] of [
       [peer.url, `127.0.0.1 is a loopback address`],
@@ -24,6 +24,10 @@ describe('outbound policy', () => {
       ['ws://169.254.169.254/latest/meta-data/', '169.254.169.254 is a link-local address (cloud metadata lives here)'],
       ['ws://10.1.2.3/', '10.1.2.3 is a private address'],
       ['ws://[::ffff:192.168.0.1]/', '::ffff:c0a8:1 is a private address'],
+      [`ws://[::127.0.0.1]:${port}/`, '::7f00:1 is an IPv4-compatible address (it embeds an IPv4 address)'],
+      [`ws://[64:ff9b::127.0.0.1]:${port}/`, '64:ff9b::7f00:1 is a NAT64 address (it embeds an IPv4 address)'],
+      ['ws://[64:ff9b:1::a00:1]/', '64:ff9b:1::a00:1 is a local-use NAT64 address (it embeds an IPv4 address)'],
+      ['ws://[2002:7f00:1::]/', '2002:7f00:1:: is a 6to4 address (it embeds an IPv4 address)'],
     ]) {
       const t = await startEngine(makeRoot(connectTo(uri!)), { outbound: {} });
       await t.engine.run('p/main.js');
