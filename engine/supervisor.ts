@@ -242,7 +242,8 @@ export class SandboxWorker {
   private child: ChildProcess | null = null;
   private writer: FrameWriter | null = null;
   private isReady = false;
-  private queued: { tenant: string; frame: Frame }[] = [];
+  /** Frames waiting for a process to be ready; `tenant` null: not kept for replay once written (a script run). */
+  private queued: { tenant: string | null; frame: Frame }[] = [];
   /** Calls into isolates the process had started when it last ended a turn. */
   private callsAtIdle = 0;
   /** Frames written to the current process; the worker counts the same. */
@@ -390,11 +391,15 @@ export class SandboxWorker {
 
   /**
    * Sends a control message concerning `tenant` ('' for none). A script run
-   * is not sent again to a new process if the old one died (the engine fails
-   * the run); everything else is.
+   * waits for a starting process like everything else, but is not sent again
+   * if the process that took it dies (the engine fails the run then);
+   * everything else is.
    */
   send(message: HostToWorker, tenant: string): void {
-    this.write((writer) => writer.control(message), message.t === 'run' ? null : tenant);
+    const frame: Frame = (writer) => writer.control(message);
+    if (message.t !== 'run') this.write(frame, tenant);
+    else if (this.isReady && this.writer !== null) this.writeNow(frame, null);
+    else this.queued.push({ tenant: null, frame });
   }
 
   /** A text message for `tenant`'s socket `id`. */
@@ -446,10 +451,10 @@ export class SandboxWorker {
     this.writeNow((writer) => writer.control(message), null);
   }
 
-  /** `replayFor`: the tenant whose frame this is, kept until acknowledged; null: never sent again. */
-  private write(frame: Frame, replayFor: string | null): void {
+  /** `replayFor`: the tenant whose frame this is, kept until acknowledged. */
+  private write(frame: Frame, replayFor: string): void {
     if (this.isReady && this.writer !== null) this.writeNow(frame, replayFor);
-    else if (replayFor !== null) this.queued.push({ tenant: replayFor, frame });
+    else this.queued.push({ tenant: replayFor, frame });
   }
 
   private writeNow(frame: Frame, replayFor: string | null): void {

@@ -4,6 +4,20 @@ import { once } from 'node:events';
 import { bulkMessage, bulkReplies, bulkRoot, CLI, connect, echoPeer, makeRoot, serveRoot, startEngine } from '../helpers.js';
 
 describe('sandbox worker death', () => {
+  it('worker death: engine.run while the worker is restarting runs on the restarted worker', async () => {
+    const root = makeRoot({ 'p/s.js': 'console.log("ran");' });
+    const t = await startEngine(root);
+    await t.engine.run('p/s.js');
+    const [pid] = t.engine.workerPids;
+    const exited = once(t.engine, 'workerExit');
+    process.kill(pid!, 'SIGKILL');
+    await exited;
+    // The worker is starting again now: the runs wait for it.
+    await Promise.all([t.engine.run('p/s.js'), t.engine.run('p/s.js')]);
+    expect(t.lines()).to.deep.equal(['ran', 'ran', 'ran']);
+    expect(t.engine.workerPids[0]).not.to.equal(pid);
+  });
+
   it('worker death: SIGKILL fails the running script, the host restarts the worker and keeps client sockets open', async () => {
     const peer = await echoPeer((ws) => ws.on('message', (data) => peer.received.push(data.toString())));
     try {
