@@ -159,6 +159,8 @@ function ownFile(realRoot: string, project: string, relative: string): string | 
 export class Bundler {
   private readonly cache = new Map<string, CacheEntry>();
   private readonly maps = new Map<string, SourceMap>();
+  /** Every file that went into a bundle (real paths, relative to the root): server code, never served as a page. */
+  private readonly serverFiles = new Set<string>();
 
   /** The root with its own links resolved: what tenant files' real paths are compared with. */
   private readonly realRoot: string;
@@ -217,6 +219,7 @@ export class Bundler {
     this.remember(hash, new SourceMap(JSON.parse(map)));
     const inputs = await Promise.all(
       Object.keys(result.metafile.inputs).map(async (input): Promise<[string, string]> => {
+        this.serverFiles.add(withoutNamespace(input));
         const abs = path.join(this.realRoot, withoutNamespace(input));
         return [abs, sha(await readFile(abs))];
       }),
@@ -224,6 +227,11 @@ export class Bundler {
     const bundle = { name, file, code };
     this.cache.set(relative, { inputs, bundle });
     return bundle;
+  }
+
+  /** Whether a file (its real path, relative to the root) went into any bundle: a handler, a script, or what they import. */
+  isServerCode(realRelative: string): boolean {
+    return this.serverFiles.has(realRelative);
   }
 
   /** The last bundle made of `relative`, without checking its inputs again. */

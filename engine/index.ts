@@ -121,6 +121,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly servers = new Set<http.Server>();
   /** Whether a root-relative file is an endpoint's handler source (not served as a page); set at each load. */
   private isHandlerFile: (relative: string) => boolean = () => false;
+  /** The endpoints' handlers of the last load, bundled (listen() waits for them before it serves pages). */
+  private handlersBundled: Promise<unknown> = Promise.resolve();
   private hostIds = { next: 0, end: 0 };
   private readonly quarantine: Quarantine;
   private readonly asks = new Map<number, (reply: { isolates: number; sockets: number }) => void>();
@@ -273,6 +275,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   async listen(port = 8080, host = '127.0.0.1'): Promise<http.Server> {
     this.assertRunning();
     this.serve();
+    await this.handlersBundled;
     const server = http.createServer({
       // A peer that never finishes its request (or upgrade) is dropped.
       headersTimeout: this.options.upgradeTimeoutMs,
@@ -349,7 +352,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     let served = true;
     this.guarded('request', () => {
       this.serve();
-      served = serveStatic(this.root, this.isHandlerFile, req, res);
+      served = serveStatic(this.root, (requested, real) => this.isHandlerFile(requested) || this.bundler.isServerCode(real), req, res);
     }, () => answer(res, 500, 'internal error'));
     return served;
   }
@@ -444,6 +447,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.served.clear();
     for (const [name, endpoint] of scan.endpoints) this.served.set(name, endpoint);
     this.isHandlerFile = handlerFileMatcher([...this.served.values()].map((e) => e.handler));
+    // Bundled now, not at the first session: what each handler imports is server code, refused as a page from the start.
+    this.handlersBundled = Promise.allSettled([...this.served.values()].map((endpoint) => this.handlerBundle(endpoint.handler)));
     for (const problem of scan.problems) this.emit('descriptorError', problem);
     this.emit('endpoints', [...this.served.values()]);
   }

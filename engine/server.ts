@@ -66,11 +66,17 @@ export function answer(res: ServerResponse, status: number, message: string): vo
 }
 
 /**
+ * Whether a file is server code, never served: by its path as requested and
+ * by its real path (both relative to the root).
+ */
+export type ServerCodeCheck = (requested: string, real: string) => boolean;
+
+/**
  * Serves a project file for GET/HEAD /services/web/<project>/<path>; returns
  * false for any other path. Refused: paths out of the project (traversal,
- * symlinks), dot-files, descriptors, and handler sources (`isHandler`).
+ * symlinks), dot-files, descriptors, TypeScript, and server code (`isServerCode`).
  */
-export function serveStatic(root: string, isHandler: (relative: string) => boolean, req: IncomingMessage, res: ServerResponse): boolean {
+export function serveStatic(root: string, isServerCode: ServerCodeCheck, req: IncomingMessage, res: ServerResponse): boolean {
   const pathname = requestPath(req);
   if (pathname === null || !pathname.startsWith(WEB_PREFIX)) return false;
   if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -91,7 +97,7 @@ export function serveStatic(root: string, isHandler: (relative: string) => boole
     return true;
   }
   const ext = path.extname(relative);
-  if (relative.endsWith(DESCRIPTOR_SUFFIX) || ext === '.ts' || ext === '.mts' || isHandler(relative)) {
+  if (relative.endsWith(DESCRIPTOR_SUFFIX) || ext === '.ts' || ext === '.mts') {
     answer(res, 403, 'descriptors and handler sources are not served');
     return true;
   }
@@ -107,10 +113,16 @@ export function serveStatic(root: string, isHandler: (relative: string) => boole
   }
   try {
     const opened = openedPath(fd, path.join(root, relative));
-    if (!isInside(path.join(realpathSync(root), segments[0]!), opened)) throw new Error('outside');
+    const realRoot = realpathSync(root);
+    if (!isInside(path.join(realRoot, segments[0]!), opened)) throw new Error('outside');
     const stat = fstatSync(fd);
     if (!stat.isFile()) throw new Error('not a file');
     size = stat.size;
+    if (isServerCode(relative, path.relative(realRoot, opened).split(path.sep).join('/'))) {
+      closeSync(fd);
+      answer(res, 403, 'descriptors and handler sources are not served');
+      return true;
+    }
   } catch {
     closeSync(fd);
     answer(res, 404, 'not found');
