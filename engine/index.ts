@@ -13,7 +13,7 @@ import { isInside, resolveHandler, tenantOf } from '../bridge/handler-ids.js';
 import { ID_BLOCK, type BundledCode, type LogLevel, type SocketInfo, type WorkerToHost } from '../bridge/protocol.js';
 import { Bundler, bundleRuntime } from './bundler.js';
 import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
-import { type DescriptorProblem, type Endpoint, SERVICE_PREFIX, scanProjects } from './projects.js';
+import { DESCRIPTOR_SUFFIX, type DescriptorProblem, type Endpoint, SERVICE_PREFIX, scanProjects } from './projects.js';
 import { answer, handlerFileMatcher, refuseUpgrade, requestPath, serveStatic } from './server.js';
 import { Quarantine } from './quarantine.js';
 import { Sockets } from './sockets.js';
@@ -66,8 +66,10 @@ export interface EngineEvents {
   workerRestart: [{ worker: number; pid: number | undefined }];
   /** A `*.websocket` descriptor is invalid; the other endpoints are served. */
   descriptorError: [DescriptorProblem];
-  /** The endpoints served, after each (re)load of the projects root. */
+  /** The endpoints served: after the first load, then after each reload that changed them. */
   endpoints: [Endpoint[]];
+  /** Files of these tenants that islet runs changed, and were read again (descriptors, handlers, what they import). */
+  reloaded: [{ tenants: string[] }];
   /** A tenant kept killing its worker: refused until its files change or the time passes. */
   tenantQuarantined: [{ tenant: string; error: IsletError }];
   /** islet's own code failed in a listener; it cost that one request, socket or worker message, and the host carries on. */
@@ -101,6 +103,8 @@ const SCRIPT_PREFIX = 'script:';
 const ignore = (): void => {};
 /** How long past its call budget a worker may show no progress before the watchdog kills it. */
 const LIVENESS_GRACE_MS = 3000;
+/** Files whose change may change a bundle (server code not bundled yet: a new import, a handler that was missing). */
+const SOURCE_EXTENSIONS = new Set(['.js', '.mjs', '.cjs', '.ts', '.mts', '.cts', '.json']);
 /** How long the watcher waits for a burst of file changes to end. */
 const RELOAD_DEBOUNCE_MS = 50;
 
@@ -127,6 +131,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   private readonly quarantine: Quarantine;
   private readonly asks = new Map<number, (reply: { isolates: number; sockets: number }) => void>();
   private nextAsk = 1;
+  /** What the last load found, to report only what changed: the endpoints (as JSON) and the descriptor problems. */
+  private endpointsKey = '';
+  private reportedProblems = new Set<string>();
   /** Tenants whose files changed since the last reload. */
   private readonly changed = new Set<string>();
   private readonly runs = new Map<number, PendingRun>();
@@ -434,7 +441,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.loadProjects();
     if (this.options.watch) {
       this.watcher = watch(this.root, { recursive: true }, (_event, file) => {
-        if (typeof file === 'string') this.changed.add(tenantOf(file.split(path.sep).join('/')));
+        // Only changes to what islet runs matter: `islet serve . > islet.log` inside the root must not reload on its own output.
+        if (typeof file !== 'string') return;
+        const relative = file.split(path.sep).join('/');
+        if (!this.mayMatter(relative)) return;
+        this.changed.add(tenantOf(relative));
         if (this.reloadTimer !== null) clearTimeout(this.reloadTimer);
         this.reloadTimer = setTimeout(() => this.reload(), RELOAD_DEBOUNCE_MS);
       });
@@ -442,6 +453,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
   }
 
+  /** Whether a change to this file (relative to the root) may change what islet serves or runs. */
+  private mayMatter(relative: string): boolean {
+    if (relative.split('/').some((segment) => segment.startsWith('.') || segment === 'node_modules')) return false;
+    return relative.endsWith(DESCRIPTOR_SUFFIX) || SOURCE_EXTENSIONS.has(path.extname(relative)) || this.bundler.isServerCode(relative);
+  }
+
+  /** Reads the descriptors; tells what changed since the last load (nothing, when nothing did). */
   private loadProjects(): void {
     const scan = scanProjects(this.root);
     this.served.clear();
@@ -449,8 +467,14 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.isHandlerFile = handlerFileMatcher([...this.served.values()].map((e) => e.handler));
     // Bundled now, not at the first session: what each handler imports is server code, refused as a page from the start.
     this.handlersBundled = Promise.allSettled([...this.served.values()].map((endpoint) => this.handlerBundle(endpoint.handler)));
-    for (const problem of scan.problems) this.emit('descriptorError', problem);
-    this.emit('endpoints', [...this.served.values()]);
+    const reported = this.reportedProblems;
+    this.reportedProblems = new Set(scan.problems.map((problem) => problem.error.message));
+    for (const problem of scan.problems) if (!reported.has(problem.error.message)) this.emit('descriptorError', problem);
+    const endpoints = [...this.served.values()];
+    const key = JSON.stringify(endpoints);
+    if (key === this.endpointsKey) return;
+    this.endpointsKey = key;
+    this.emit('endpoints', endpoints);
   }
 
   /**
@@ -464,20 +488,25 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.state !== 'running') return;
     // A quarantined tenant whose files changed gets another chance.
     for (const tenant of this.changed) this.quarantine.lift(tenant);
+    const tenants = [...this.changed];
     this.changed.clear();
-    this.loadProjects();
     this.handlerBundles.clear();
+    this.loadProjects();
+    const sent: Promise<unknown>[] = [this.handlersBundled];
     for (const worker of this.workers) {
       for (const [tenant, modules] of worker.modules) {
         for (const name of modules.keys()) {
           if (name.startsWith(SCRIPT_PREFIX)) continue;
-          this.handlerBundle(name).then(
-            (bundle) => this.sendModule(worker, tenant, bundle),
-            (error: Error) => this.emit('tenantError', { tenant, error: error.message }),
+          sent.push(
+            this.handlerBundle(name).then(
+              (bundle) => this.sendModule(worker, tenant, bundle),
+              (error: Error) => this.emit('tenantError', { tenant, error: error.message }),
+            ),
           );
         }
       }
     }
+    void Promise.allSettled(sent).then(() => this.emit('reloaded', { tenants }));
   }
 
   /**

@@ -45,7 +45,7 @@ describe('quarantine', () => {
     victim.ws.send('after');
     expect((await victim.receive(sent + 1)).at(-1)).to.equal('good after');
     // A change to its files lifts the quarantine.
-    const reloaded = once(s.engine, 'endpoints');
+    const reloaded = once(s.engine, 'reloaded');
     writeFileSync(path.join(root, 'bad/h.js'), 'exports.onMessage = (m) => "fixed " + m;');
     await reloaded;
     const again = await connect(s.url('bad'));

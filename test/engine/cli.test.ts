@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { CLI, connect, echoPeer, makeRoot, runCli, seedProject } from '../helpers.js';
 
@@ -123,6 +124,51 @@ describe('islet serve', () => {
       expect(stdout).to.contain('[p] opened');
     } finally {
       child.kill('SIGKILL');
+    }
+  });
+
+  it('islet serve: run with its output in a file inside the served root, it does not reload on its own writes, and prints a reload only when endpoints change', async function () {
+    this.timeout(20_000);
+    const root = makeRoot({
+      'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
+      'p/h.js': 'exports.onOpen = () => console.log("opened");',
+      'p/bad.websocket': '{ not json',
+    });
+    const log = path.join(root, 'islet.log');
+    const out = openSync(log, 'w');
+    const child = spawn(process.execPath, [CLI, 'serve', '.', '--port', '0'], { cwd: root, stdio: ['ignore', out, out] });
+    try {
+      const text = (): string => readFileSync(log, 'utf8');
+      const waitFor = async (pattern: RegExp): Promise<RegExpExecArray> => {
+        for (let i = 0; i < 100; i++) {
+          const found = pattern.exec(text());
+          if (found) return found;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        throw new Error(`no ${pattern} in ${text()}`);
+      };
+      const url = (await waitFor(/(ws:\/\/127\.0\.0\.1:\d+\/websockets\/v4\/service\/e) /))[1]!;
+      await waitFor(/listening on/);
+      // Session output goes to the log too, inside the root.
+      const client = await connect(url);
+      await waitFor(/\[p\] opened/);
+      client.ws.close();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const settled = text();
+      expect(settled).not.to.contain('reloaded');
+      expect(settled.match(/ISLET_ERR_DESCRIPTOR/g)).to.have.length(1);
+      // A change of the handler's code reloads silently; a new endpoint is printed once.
+      writeFileSync(path.join(root, 'p/h.js'), 'exports.onOpen = () => console.log("opened v2");');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(text()).to.equal(settled);
+      writeFileSync(path.join(root, 'p/f.websocket'), JSON.stringify({ handler: 'p/h', endpoint: 'f' }));
+      await waitFor(/islet: reloaded; endpoints:\n.*service\/e .*\n.*service\/f /);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect(text().match(/reloaded/g)).to.have.length(1);
+      expect(text().match(/ISLET_ERR_DESCRIPTOR/g)).to.have.length(1);
+    } finally {
+      child.kill('SIGKILL');
+      closeSync(out);
     }
   });
 });

@@ -187,7 +187,7 @@ describe('server endpoints', () => {
     const open = await connect(s.url('e'));
     open.ws.send('a');
     expect(await open.receive(1)).to.deep.equal(['v1 a']);
-    const reloaded = once(s.engine, 'endpoints');
+    const reloaded = once(s.engine, 'reloaded');
     writeFileSync(path.join(root, 'p/h.js'), 'exports.onMessage = (m) => "v2 " + m;');
     await reloaded;
     await new Promise((resolve) => setTimeout(resolve, 100));
