@@ -26,6 +26,7 @@ export class Tenant {
   private readonly context: ivm.Context;
   private readonly dispatchRef: ivm.Reference<(batch: Batch) => Output>;
   private readonly drainRef: ivm.Reference<() => Output>;
+  private readonly recoverRef: ivm.Reference<() => Output>;
   private readonly defineRef: ivm.Reference<(name: string, factory: unknown) => void>;
   private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
   private readonly interruptedRef: ivm.Reference<() => number>;
@@ -51,6 +52,7 @@ export class Tenant {
       const api = this.context.global.getSync('__isletRuntime', { reference: true }) as ivm.Reference<Record<string, unknown>>;
       this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => Output>;
       this.drainRef = api.getSync('drain', { reference: true }) as ivm.Reference<() => Output>;
+      this.recoverRef = api.getSync('recover', { reference: true }) as ivm.Reference<() => Output>;
       this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown) => void>;
       this.adoptRef = api.getSync('adopt', { reference: true }) as ivm.Reference<(list: string[]) => void>;
       this.interruptedRef = api.getSync('interrupted', { reference: true }) as ivm.Reference<() => number>;
@@ -116,10 +118,16 @@ export class Tenant {
     return this.interruptedRef.applySync(undefined, [], this.budget);
   }
 
-  /** Takes output still queued in the isolate (after a call that was cut short). */
+  /** Takes output queued by microtasks after the last call returned. */
   drain(): Output {
     this.outputAfterCall = false;
     return this.drainRef.applySync(undefined, [], this.budget);
+  }
+
+  /** The output of the last call, which did not return it (stopped at its budget, or a stray rejection thrown out of it). */
+  recover(): Output {
+    this.outputAfterCall = false;
+    return this.recoverRef.applySync(undefined, [], this.budget);
   }
 
   setTimer(id: number, ms: number, repeat: boolean): void {
@@ -151,6 +159,7 @@ export class Tenant {
     this.timers.clear();
     this.dispatchRef.release();
     this.drainRef.release();
+    this.recoverRef.release();
     this.defineRef.release();
     this.adoptRef.release();
     this.interruptedRef.release();

@@ -238,7 +238,18 @@ function failedCall(tenant: Tenant, error: unknown): void {
     settleRuns(tenant.name);
     return;
   } else {
-    text = `tenant "${tenant.name}": ${message}`;
+    // A promise rejected with no handler: isolated-vm throws the first such
+    // rejection out of the call, and its result (the batch's output) is lost
+    // on the way. The output is taken again, before the error is reported.
+    try {
+      forward(tenant, tenant.recover());
+    } catch {
+      // nothing more to save
+    }
+    // Its stack runs on into this process's frames, past isolated-vm's boundary: those say nothing about the tenant.
+    const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : message;
+    const boundary = stack.indexOf('\n    at (<isolated-vm boundary>)');
+    text = `ISLET_ERR_UNCAUGHT: unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}`;
   }
   uncaught(tenant.name, 0, text);
   settleRuns(tenant.name);
@@ -254,7 +265,7 @@ function timedOut(tenant: Tenant): void {
   let at = -1;
   try {
     at = tenant.interruptedAt();
-    forward(tenant, tenant.drain());
+    forward(tenant, tenant.recover());
   } catch {
     // The isolate cannot even say where it was: treat it as lost below.
   }

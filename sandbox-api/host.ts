@@ -152,12 +152,29 @@ export function emit(op: number, id: number, text: string): void {
   }
 }
 
+/** What was handed over since the last dispatch began, kept until the next one (see `recoverOutbox`). */
+let handedOver = '';
+
 /** Hands the queued operations to the worker, as one string (see wire.ts). */
 export function takeOutbox(): string {
   const taken = outbox;
   outbox = '';
   notified = false;
+  handedOver += taken;
   return taken;
+}
+
+/** A dispatch begins: what the calls before it handed over was delivered. */
+export function forgetHandedOver(): void {
+  handedOver = '';
+}
+
+/** What was handed over since the dispatch began and what was queued since: for calls whose results never reached the worker. */
+export function recoverOutbox(): string {
+  const lost = handedOver;
+  const rest = takeOutbox();
+  handedOver = '';
+  return lost + rest;
 }
 
 export function setBusy(value: boolean): void {

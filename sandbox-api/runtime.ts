@@ -15,6 +15,8 @@ import {
   errorMessage,
   errorText,
   freeze,
+  forgetHandedOver,
+  recoverOutbox,
   setBusy,
   stringIndexOf,
   stringSlice,
@@ -124,7 +126,11 @@ function callHandler(handler: string, method: Method, socket: string, payload: s
   const exports = handlerExports(handler);
   if (exports === null) return undefined;
   const fn = exports[exportNames[method]];
-  if (typeof fn !== 'function') return undefined;
+  if (typeof fn !== 'function') {
+    // An error with no onError to hear it is reported, never dropped.
+    if (method === 'onerror') emit(Op.HandlerError, 0, `${handler} has no onError; it was told: ${StringCtor(payload)}`);
+    return undefined;
+  }
   const context = {
     method,
     handler,
@@ -133,7 +139,7 @@ function callHandler(handler: string, method: Method, socket: string, payload: s
     error: method === 'onerror' ? payload : null,
   };
   const failed = (error: unknown): unknown => {
-    if (method === 'onmessage') return callHandler(handler, 'onerror', socket, errorMessage(error));
+    if (method === 'onmessage' && typeof exports.onError === 'function') return callHandler(handler, 'onerror', socket, errorMessage(error));
     emit(Op.HandlerError, 0, errorText(error));
     return undefined;
   };
@@ -279,6 +285,7 @@ function handleEvent(kind: number, id: number, text: string): void {
 let position = -1;
 
 function dispatch(batch: (number | string)[]): string {
+  forgetHandedOver();
   setBusy(true);
   try {
     for (let i = 0; i + 2 < batch.length; i += 3) {
@@ -316,6 +323,17 @@ function drain(): string {
   return takeOutbox();
 }
 
+/**
+ * The output of calls whose results were lost: isolated-vm throws a stray
+ * rejection (a promise rejected with no handler) out of a call instead of
+ * returning, and a call stopped at its budget returns nothing. Everything the
+ * last dispatch (and a drain after it) handed over, and what was queued since.
+ */
+function recover(): string {
+  setBusy(false);
+  return recoverOutbox();
+}
+
 /** Defines (or, on reload, replaces) a bundled module; null marks one that failed to load. */
 function define(name: string, factory: Factory | null): void {
   modules.set(name, { factory, exports: undefined, loaded: false });
@@ -333,4 +351,4 @@ installTimers(globalThis);
 
 // What the worker takes hold of (and then deletes from the global object).
 // Plain data properties: isolated-vm does not read through getters.
-(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch, drain, interrupted });
+(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch, drain, interrupted, recover });

@@ -1,0 +1,102 @@
+// Hazard: output lost to the tenant's own fault elsewhere. A stray rejected
+// promise (isolated-vm throws it out of the call, and the call's result
+// with it), a microtask loop after the handler returned, an exception or a
+// stopped call with no onError to hear it: the event's replies, sends and
+// console lines are kept, and the fault is reported. A victim tenant keeps
+// echoing beside it.
+import { expect } from 'chai';
+import { connect, makeRoot, runCli, type Served, serveRoot, type TestClient } from '../helpers.js';
+
+const ROOT = {
+  'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
+  'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+  'a/e.websocket': JSON.stringify({ handler: 'a/h', endpoint: 'a' }),
+  'a/h.js': `const ws = require("net/v4/websockets");
+exports.onMessage = (m, id) => {
+  ws.getSession(id).send("sent before " + m);
+  console.log("logged before " + m);
+  if (m === "stray") Promise.reject(new Error("stray rejection"));
+  if (m === "async") (async () => { throw new Error("async throw"); })();
+  if (m === "loop") (function loop() { Promise.resolve().then(loop); })();
+  if (m === "throw") throw new Error("thrown with no onError");
+  if (m === "spin") for (;;);
+  return "reply " + m;
+};
+`,
+};
+
+describe('hazard: lost output', () => {
+  let s: Served;
+  let victim: TestClient;
+  let attacker: TestClient;
+
+  beforeEach(async () => {
+    s = await serveRoot(makeRoot(ROOT), { limits: { callTimeoutMs: 300 } });
+    victim = await connect(s.url('victim'));
+    attacker = await connect(s.url('a'));
+  });
+
+  async function victimAnswers(n: number): Promise<void> {
+    victim.ws.send(String(n));
+    expect((await victim.receive(n, 2000)).at(-1)).to.equal(`victim ${n}`);
+  }
+
+  /** Sends `m`; waits for the tenant error it earns; returns it. */
+  async function fault(m: string): Promise<string> {
+    attacker.ws.send(m);
+    for (let i = 0; i < 100 && s.errors.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(s.errors.map((e) => e.tenant)).to.deep.equal(['a']);
+    return s.errors[0]!.error;
+  }
+
+  it('lost output: a stray rejected promise is reported with its trace, and the event\'s send, log and reply are kept', async () => {
+    const error = await fault('stray');
+    expect(error).to.equal('ISLET_ERR_UNCAUGHT: unhandled rejection: Error: stray rejection\n    at exports.onMessage (a/h.js:5:37)');
+    expect(await attacker.receive(2)).to.deep.equal(['sent before stray', 'reply stray']);
+    expect(s.lines()).to.deep.equal(['logged before stray']);
+    await victimAnswers(1);
+  });
+
+  it('lost output: an async function that throws, unawaited, likewise', async () => {
+    const error = await fault('async');
+    expect(error).to.equal('ISLET_ERR_UNCAUGHT: unhandled rejection: Error: async throw\n    at a/h.js:6:43\n    at exports.onMessage (a/h.js:6:69)');
+    expect(await attacker.receive(2)).to.deep.equal(['sent before async', 'reply async']);
+    await victimAnswers(1);
+  });
+
+  it('lost output: a microtask loop after the handler returned is stopped, and what the handler did is kept', async () => {
+    const error = await fault('loop');
+    expect(error).to.equal('ISLET_ERR_TIMEOUT: tenant "a" ran past its budget of 300 ms (limit callTimeoutMs); it was stopped');
+    expect(await attacker.receive(2)).to.deep.equal(['sent before loop', 'reply loop']);
+    expect(s.lines()).to.deep.equal(['logged before loop']);
+    await victimAnswers(1);
+    attacker.ws.send('after');
+    expect(await attacker.receive(4)).to.deep.equal(['sent before loop', 'reply loop', 'sent before after', 'reply after']);
+  });
+
+  it('lost output: an onMessage exception with no onError is reported with its trace', async () => {
+    const error = await fault('throw');
+    expect(error).to.match(/^Error: thrown with no onError\n {4}at exports\.onMessage \(.*a\/h\.js:8:/);
+    expect(await attacker.receive(1)).to.deep.equal(['sent before throw']);
+    await victimAnswers(1);
+  });
+
+  it('lost output: a handler stopped at its budget with no onError is reported, and its send and log are kept', async () => {
+    const error = await fault('spin');
+    expect(error).to.equal('a/h has no onError; it was told: ISLET_ERR_TIMEOUT: tenant "a" ran past its budget of 300 ms (limit callTimeoutMs); its handler was stopped');
+    expect(await attacker.receive(1)).to.deep.equal(['sent before spin']);
+    expect(s.lines()).to.deep.equal(['logged before spin']);
+    await victimAnswers(1);
+  });
+
+  it('lost output: islet run prints everything a script logged, then the mapped trace of its unhandled rejection, and exits 1', async () => {
+    const root = makeRoot({
+      'p/main.js': 'console.log("one");\nconsole.log("two");\nasync function fail() {\n  throw new Error("late failure");\n}\nfail();\nconsole.log("three");\n',
+    });
+    const result = await runCli(['run', 'p/main.js'], { cwd: root });
+    expect(result.code).to.equal(1);
+    expect(result.stdout).to.equal('[p] one\n[p] two\n[p] three\n');
+    expect(result.stderr).to.match(/^ISLET_ERR_UNCAUGHT: unhandled rejection: Error: late failure\n {4}at fail \(p\/main\.js:4:9\)/);
+    expect(result.stderr).not.to.contain('file://');
+  });
+});
