@@ -41,6 +41,10 @@ export interface TenantLimits {
   maxSessions: number;
   /** Bytes that may wait to be sent on one socket whose peer does not read (host). */
   maxQueuedBytes: number;
+  /** Bytes that may wait to be sent on all of one tenant's sockets together (host). */
+  maxTenantQueuedBytes: number;
+  /** Output of one call into an isolate (sends, replies, console lines, errors), in UTF-16 units of text. */
+  maxOutputBytes: number;
   /** Largest bundle of one script or handler, in bytes (host). */
   maxBundleBytes: number;
 }

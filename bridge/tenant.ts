@@ -181,7 +181,10 @@ const BOOTSTRAP_GLOBALS = [
 
 function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, limits: TenantLimits): void {
   const global = context.global;
-  global.setSync('__isletConfig', JSON.stringify({ tenant: tenant.name, maxMessageBytes: limits.maxMessageBytes, settleTimeoutMs: limits.settleTimeoutMs }));
+  global.setSync(
+    '__isletConfig',
+    JSON.stringify({ tenant: tenant.name, maxMessageBytes: limits.maxMessageBytes, settleTimeoutMs: limits.settleTimeoutMs, maxOutputBytes: limits.maxOutputBytes }),
+  );
   global.setSync(
     '__isletConnect',
     new ivm.Callback(refusalsAsValues((uri: unknown, handler: unknown, engine: unknown) => host.connect(tenant, uri, handler, engine))),

@@ -2,7 +2,23 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
-import { type Endpoint, Engine, type EngineOptions, IsletError, type TenantLog } from './index.js';
+import { DEFAULT_LIMITS, type Endpoint, Engine, type EngineOptions, IsletError, type TenantLog } from './index.js';
+
+/** The limits and their defaults, from the one table of defaults, wrapped for the help text. */
+function limitList(): string {
+  const lines: string[] = [];
+  let line = '';
+  for (const [name, value] of Object.entries(DEFAULT_LIMITS)) {
+    const item = `${name} (${value})`;
+    if (line !== '' && line.length + item.length + 2 > 60) {
+      lines.push(`${line},`);
+      line = '';
+    }
+    line = line === '' ? item : `${line}, ${item}`;
+  }
+  lines.push(line);
+  return lines.map((l) => `                  ${l}`).join('\n');
+}
 
 const HELP = `islet: run untrusted tenant scripts that speak Eclipse Dirigible's
 net/v4/websockets API, each project in its own V8 isolate.
@@ -38,12 +54,9 @@ Options:
                   serve: only pages of this origin may open sessions (repeat
                   for more); others get 403. Default: any origin.
   --limit NAME=VALUE
-                  a per-tenant limit (repeat for more): memoryMiB (64),
-                  callTimeoutMs (1000), settleTimeoutMs (30000), maxMessageBytes
-                  (1048576: bigger frames close a session with 1009),
-                  maxClients (100), maxTimers (1000),
-                  maxSessions (20000), maxQueuedBytes (4194304), maxBundleBytes
-                  (8388608). Example: --limit memoryMiB=128 --limit maxClients=10
+                  a per-tenant limit (repeat for more), with its default:
+${limitList()}
+                  Example: --limit memoryMiB=128 --limit maxClients=10
   --deny-private  run: refuse outbound clients to loopback, private, link-local
                   (cloud metadata) and other special addresses, as serve does.
   --allow-private serve: let tenants' outbound clients reach those addresses.

@@ -158,6 +158,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       },
       maxMessageBytes: this.options.limits.maxMessageBytes,
       maxQueuedBytes: this.options.limits.maxQueuedBytes,
+      maxTenantQueuedBytes: this.options.limits.maxTenantQueuedBytes,
       handshakeTimeoutMs: this.options.handshakeTimeoutMs,
       outbound: this.options.outbound,
     });

@@ -42,6 +42,8 @@ export const DEFAULT_LIMITS: TenantLimits = {
   maxTimers: 1000,
   maxSessions: 20_000,
   maxQueuedBytes: 4 * 1024 * 1024,
+  maxTenantQueuedBytes: 64 * 1024 * 1024,
+  maxOutputBytes: 32 * 1024 * 1024,
   maxBundleBytes: 8 * 1024 * 1024,
 };
 
@@ -66,6 +68,8 @@ const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
   maxTimers: [0, 10_000_000],
   maxSessions: [0, 10_000_000],
   maxQueuedBytes: [1024, 1024 * 1024 * 1024],
+  maxTenantQueuedBytes: [1024, 16 * 1024 * 1024 * 1024],
+  maxOutputBytes: [1024, 1024 * 1024 * 1024],
   maxBundleBytes: [1024, 1024 * 1024 * 1024],
 };
 

@@ -18,6 +18,8 @@ const CLOSE = null;
 const CLOSE_GRACE_MS = 1000;
 /** Where a coupled ws socket keeps its HostSocket. */
 const HOST_SOCKET = Symbol('islet host socket');
+/** How often a tenant over its queued-bytes limit is counted again from its sockets. */
+const RECOUNT_MS = 100;
 
 interface HostSocket {
   info: SocketInfo;
@@ -27,8 +29,10 @@ interface HostSocket {
   waiting: (Buffer | typeof CLOSE)[] | null;
   /** Bytes in `waiting`. */
   waitingBytes: number;
-  /** Messages are being dropped (maxQueuedBytes); the tenant has been told once. */
+  /** Messages are being dropped (maxQueuedBytes, maxTenantQueuedBytes); the tenant has been told once. */
   overflowing: boolean;
+  /** The bytes of this socket counted in its tenant's queued total. */
+  counted: number;
 }
 
 type Coupled = WebSocket & { [HOST_SOCKET]: HostSocket };
@@ -43,6 +47,7 @@ export interface SocketHost {
   handlerFailed(worker: SandboxWorker, info: SocketInfo, error: Error): void;
   maxMessageBytes: number;
   maxQueuedBytes: number;
+  maxTenantQueuedBytes: number;
   handshakeTimeoutMs: number;
   outbound: OutboundPolicy;
 }
@@ -66,6 +71,13 @@ export class Sockets {
   private readonly corked = new Set<WebSocket>();
   /** Open sessions per tenant, for maxSessions. */
   private readonly sessionCounts = new Map<string, number>();
+  /**
+   * Bytes waiting on each tenant's sockets, for maxTenantQueuedBytes. A
+   * socket's share is brought up to date when it sends; shares of sockets
+   * that drained since are too high, so a total that looks over the limit is
+   * counted again from every socket of the tenant (at most every RECOUNT_MS).
+   */
+  private readonly tenantQueued = new Map<string, { bytes: number; countedAt: number }>();
 
   /**
    * The listeners of every coupled ws socket, made once: each finds its
@@ -95,7 +107,7 @@ export class Sockets {
 
   /** Takes a session the endpoint server accepted; the worker's handler is already loaded. */
   accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
-    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false };
+    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0 };
     this.sockets.set(info.id, socket);
     this.sessionCounts.set(info.tenant, this.sessionsOf(info.tenant) + 1);
     worker.send({ t: 'accept', socket: info }, info.tenant);
@@ -104,7 +116,7 @@ export class Sockets {
 
   /** Opens an outbound client a tenant asked for. */
   async open(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false };
+    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false, counted: 0 };
     this.sockets.set(info.id, socket);
     try {
       await this.host.loadHandler(worker, info);
@@ -228,10 +240,38 @@ export class Sockets {
   private forget(socket: HostSocket): void {
     if (this.sockets.get(socket.info.id) !== socket) return;
     this.sockets.delete(socket.info.id);
+    this.count(socket, 0);
     if (socket.info.endpoint === '') return;
     const left = this.sessionsOf(socket.info.tenant) - 1;
     if (left > 0) this.sessionCounts.set(socket.info.tenant, left);
     else this.sessionCounts.delete(socket.info.tenant);
+  }
+
+  /** Sets `socket`'s share of its tenant's queued bytes; returns the tenant's total. */
+  private count(socket: HostSocket, bytes: number): number {
+    const tenant = socket.info.tenant;
+    let total = this.tenantQueued.get(tenant);
+    if (total === undefined) this.tenantQueued.set(tenant, (total = { bytes: 0, countedAt: 0 }));
+    total.bytes += bytes - socket.counted;
+    socket.counted = bytes;
+    if (total.bytes === 0) this.tenantQueued.delete(tenant);
+    return total.bytes;
+  }
+
+  /** The tenant's queued bytes, counted again from its sockets unless that was done within RECOUNT_MS. */
+  private recount(tenant: string): number {
+    const total = this.tenantQueued.get(tenant);
+    if (total === undefined) return 0;
+    const now = Date.now();
+    if (now - total.countedAt < RECOUNT_MS) return total.bytes;
+    total.countedAt = now;
+    total.bytes = 0;
+    for (const socket of this.sockets.values()) {
+      if (socket.info.tenant !== tenant) continue;
+      socket.counted = socket.ws?.readyState === WebSocket.OPEN ? socket.ws.bufferedAmount : socket.waitingBytes;
+      total.bytes += socket.counted;
+    }
+    return total.bytes;
   }
 
   /** Does `worker` own socket `id`? Output for anything else is dropped. */
@@ -245,24 +285,24 @@ export class Sockets {
     const ws = socket.ws;
     const open = ws?.readyState === WebSocket.OPEN;
     if (!open && ws !== null && ws.readyState !== WebSocket.CONNECTING) return; // closing: the close event is on its way
-    // A peer that does not read must not make the host hold unbounded memory.
+    // A peer that does not read must not make the host hold unbounded memory:
+    // not one socket's, nor all of one tenant's sockets together.
     const queued = open ? ws!.bufferedAmount : socket.waitingBytes;
+    const tenantQueued = this.count(socket, queued);
+    let over: string | null = null;
     if (queued + payload.length > this.host.maxQueuedBytes) {
+      over = `${queued} bytes already wait to be sent on ${socket.info.endpoint === '' ? 'client' : 'session'} ${id}, whose peer is not reading (limit maxQueuedBytes ${this.host.maxQueuedBytes})`;
+    } else if (tenantQueued + payload.length > this.host.maxTenantQueuedBytes && this.recount(socket.info.tenant) + payload.length > this.host.maxTenantQueuedBytes) {
+      over = `${this.tenantQueued.get(socket.info.tenant)!.bytes} bytes already wait to be sent on tenant "${socket.info.tenant}"'s sockets, whose peers are not reading (limit maxTenantQueuedBytes ${this.host.maxTenantQueuedBytes})`;
+    }
+    if (over !== null) {
       if (!socket.overflowing) {
         socket.overflowing = true;
-        const what = socket.info.endpoint === '' ? 'client' : 'session';
-        socket.worker.send(
-          {
-            t: 'event',
-            id,
-            event: 'error',
-            text: `ISLET_ERR_LIMIT: ${queued} bytes already wait to be sent on ${what} ${id}, whose peer is not reading (limit maxQueuedBytes ${this.host.maxQueuedBytes}); messages are dropped until it drains`,
-          },
-          socket.info.tenant,
-        );
+        socket.worker.send({ t: 'event', id, event: 'error', text: `ISLET_ERR_LIMIT: ${over}; messages are dropped until it drains` }, socket.info.tenant);
       }
       return;
     }
+    this.count(socket, queued + payload.length);
     socket.overflowing = false;
     if (open) {
       this.cork(ws!);

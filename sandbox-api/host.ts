@@ -4,7 +4,7 @@
 // Everything that leaves the isolate goes through the outbox below: one
 // string built here (wire.ts), never a tenant's own object.
 
-import { encodeOp } from './wire.js';
+import { encodeOp, Op } from './wire.js';
 
 declare const __isletConfig: string;
 declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number | HostError;
@@ -16,6 +16,7 @@ export interface SandboxConfig {
   tenant: string;
   maxMessageBytes: number;
   settleTimeoutMs: number;
+  maxOutputBytes: number;
 }
 
 /** A host function's refusal: returned, not thrown, so that no host stack frame reaches the isolate. */
@@ -56,7 +57,7 @@ export function hostSetTimer(id: number, ms: number, repeat: boolean): void {
   unwrap(setTimer(id, ms, repeat));
 }
 
-export { Op } from './wire.js';
+export { Op };
 
 // Captured now: tenant code may replace globals and prototypes later, and
 // that must not change what the runtime does. Methods are held uncurried
@@ -140,9 +141,23 @@ export function then(
 let outbox = '';
 let busy = false;
 let notified = false;
+/** This call's output went over maxOutputBytes: the rest is dropped, and that was said once. */
+let overflowed = false;
 
-/** Queues one operation for the worker. `text` is a primitive string. */
+/**
+ * Queues one operation for the worker. `text` is a primitive string. The
+ * output of one call is bounded here, by its length (known without reading
+ * the text): one 64 KiB string logged a thousand times costs the isolate
+ * almost nothing, but 64 MB once copied out of it.
+ */
 export function emit(op: number, id: number, text: string): void {
+  if (overflowed) return;
+  if (outbox.length + text.length > config.maxOutputBytes) {
+    overflowed = true;
+    text = `ISLET_ERR_LIMIT: the output of one call is over ${config.maxOutputBytes} (limit maxOutputBytes); the rest of its sends, replies and console lines were dropped`;
+    op = Op.HandlerError;
+    id = 0;
+  }
   outbox = encodeOp(outbox, op, id, text);
   // Outside the driver (a microtask that ran after it returned) the worker
   // has already taken the outbox: tell it once, and it calls drain().
@@ -160,6 +175,7 @@ export function takeOutbox(): string {
   const taken = outbox;
   outbox = '';
   notified = false;
+  overflowed = false;
   handedOver += taken;
   return taken;
 }

@@ -1,0 +1,78 @@
+// Hazard: a tenant that makes the host or its worker hold a lot of memory
+// through its output: one string logged or sent thousands of times (cheap in
+// the isolate, where the copies share one string, and megabytes once copied
+// out), and sends to its own sessions whose peers do not read. Each is cut
+// at its limit, reported once, and a victim tenant keeps echoing.
+import { expect } from 'chai';
+import WebSocket from 'ws';
+import { connect, makeRoot, serveRoot } from '../helpers.js';
+
+const ROOT = {
+  'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
+  'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+  'a/e.websocket': JSON.stringify({ handler: 'a/h', endpoint: 'a' }),
+  'a/h.js': `const ws = require("net/v4/websockets");
+const big = "x".repeat(64 * 1024);
+exports.onMessage = (m, id) => {
+  if (m === "log") for (let i = 0; i < 5000; i++) console.log(big);
+  if (m === "send") for (let i = 0; i < 5000; i++) ws.getSession(id).send(big);
+  if (m === "flood") for (const s of ws.getSessions()) if (s.id !== id) for (let i = 0; i < 32; i++) ws.getSession(s.id).send(big);
+  return "done " + m;
+};
+exports.onError = (e, id) => console.log("onError " + id + ": " + e.slice(0, 200));
+`,
+};
+
+describe('hazard: output limits', () => {
+  it('output: one 64 KiB string logged or sent 5,000 times is cut at maxOutputBytes and reported once; the victim is not held up', async function () {
+    this.timeout(30_000);
+    const s = await serveRoot(makeRoot(ROOT), { limits: { maxOutputBytes: 1024 * 1024 } });
+    const victim = await connect(s.url('victim'));
+    const attacker = await connect(s.url('a'));
+    const limited = 'ISLET_ERR_LIMIT: the output of one call is over 1048576 (limit maxOutputBytes); the rest of its sends, replies and console lines were dropped';
+    const errorsAfter = async (n: number): Promise<void> => {
+      for (let i = 0; i < 100 && s.errors.length < n; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    };
+    // One call each: its output ends where the limit is, its reply dropped with the rest.
+    attacker.ws.send('log');
+    victim.ws.send('1');
+    expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
+    await errorsAfter(1);
+    attacker.ws.send('send');
+    await errorsAfter(2);
+    expect(s.errors).to.deep.equal([
+      { tenant: 'a', error: limited },
+      { tenant: 'a', error: limited },
+    ]);
+    const logged = s.lines().filter((l) => l.startsWith('xxx'));
+    expect(logged).to.have.length(15);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(attacker.messages).to.have.length(15);
+    expect(attacker.messages.every((m) => m.length === 64 * 1024)).to.equal(true);
+    attacker.ws.send('after');
+    expect((await attacker.receive(attacker.messages.length + 1)).at(-1)).to.equal('done after');
+  });
+
+  it('output: sends to a tenant\'s sessions whose peers do not read stop at maxTenantQueuedBytes, though each socket is under maxQueuedBytes', async function () {
+    this.timeout(30_000);
+    const s = await serveRoot(makeRoot(ROOT), { limits: { maxQueuedBytes: 64 * 1024 * 1024, maxTenantQueuedBytes: 4 * 1024 * 1024 } });
+    const victim = await connect(s.url('victim'));
+    // Four peers that finish the handshake, then never read.
+    const stalled: WebSocket[] = [];
+    for (let i = 0; i < 4; i++) {
+      const ws = new WebSocket(s.url('a'));
+      await new Promise((resolve) => ws.once('open', resolve));
+      (ws as unknown as { _socket: { pause(): void } })._socket.pause();
+      stalled.push(ws);
+    }
+    const attacker = await connect(s.url('a'));
+    for (let i = 0; i < 4; i++) attacker.ws.send('flood'); // 4 × 4 × 32 × 64 KiB = 32 MiB
+    await s.waitForLine((l) => /maxTenantQueuedBytes/.test(l), 10_000);
+    const told = s.lines().filter((l) => l.startsWith('onError'));
+    expect(told.length).to.be.within(1, 4);
+    expect(told[0]).to.match(/^onError \d+: ISLET_ERR_LIMIT: \d+ bytes already wait to be sent on tenant "a"'s sockets, whose peers are not reading \(limit maxTenantQueuedBytes 4194304\); messages are dropped until it drains$/);
+    victim.ws.send('1');
+    expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
+    for (const ws of stalled) ws.terminate();
+  });
+});
