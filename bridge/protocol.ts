@@ -27,6 +27,8 @@ const MAX_SPARE_BYTES = 1024 * 1024;
 export interface TenantLimits {
   /** Heap of one tenant isolate, in MiB. */
   memoryMiB: number;
+  /** WebAssembly memory one tenant isolate may make over its lifetime, in MiB (each memory at its maximum size); 0: no WebAssembly. */
+  wasmMemoryMiB: number;
   /** Wall-clock budget of one call into an isolate (a batch of events, a script run, a timer), in ms. */
   callTimeoutMs: number;
   /** How long a socket's next events wait for a handler's promise that does not settle, in ms. */

@@ -183,7 +183,7 @@ function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, l
   const global = context.global;
   global.setSync(
     '__isletConfig',
-    JSON.stringify({ tenant: tenant.name, maxMessageBytes: limits.maxMessageBytes, settleTimeoutMs: limits.settleTimeoutMs, maxOutputBytes: limits.maxOutputBytes }),
+    JSON.stringify({ tenant: tenant.name, maxMessageBytes: limits.maxMessageBytes, settleTimeoutMs: limits.settleTimeoutMs, maxOutputBytes: limits.maxOutputBytes, wasmMemoryMiB: limits.wasmMemoryMiB }),
   );
   global.setSync(
     '__isletConnect',

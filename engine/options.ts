@@ -35,6 +35,7 @@ export interface EngineOptions {
 
 export const DEFAULT_LIMITS: TenantLimits = {
   memoryMiB: 64,
+  wasmMemoryMiB: 16,
   callTimeoutMs: 1000,
   settleTimeoutMs: 30_000,
   maxMessageBytes: 1024 * 1024,
@@ -61,6 +62,7 @@ export interface ResolvedOptions {
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
   memoryMiB: [8, 16384],
+  wasmMemoryMiB: [0, 65536],
   callTimeoutMs: [1, 3_600_000],
   settleTimeoutMs: [1, 86_400_000],
   maxMessageBytes: [1, 256 * 1024 * 1024],

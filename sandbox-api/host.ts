@@ -17,6 +17,7 @@ export interface SandboxConfig {
   maxMessageBytes: number;
   settleTimeoutMs: number;
   maxOutputBytes: number;
+  wasmMemoryMiB: number;
 }
 
 /** A host function's refusal: returned, not thrown, so that no host stack frame reaches the isolate. */

@@ -25,6 +25,7 @@ import {
 } from './host.js';
 import { Event, Op } from './wire.js';
 import { fireTimer, installTimers, watchdog } from './timers.js';
+import { installWasm } from './wasm.js';
 import {
   type Method,
   type SocketState,
@@ -348,6 +349,7 @@ function adopt(list: string[]): void {
 
 installConsole(globalThis);
 installTimers(globalThis);
+installWasm(globalThis);
 
 // What the worker takes hold of (and then deletes from the global object).
 // Plain data properties: isolated-vm does not read through getters.

@@ -161,7 +161,7 @@ describe('host limits', () => {
     expect(limited.stderr).to.contain('ISLET_ERR_LIMIT: tenant "p" already has 2 timers (limit maxTimers)');
     const bogus = await runCli(['run', 'p/t.js', '--limit', 'bogus=1'], { cwd: root });
     expect(bogus.code).to.equal(1);
-    expect(bogus.stderr).to.contain('ISLET_ERR_BAD_OPTION: limits.bogus is not a limit; known: memoryMiB, callTimeoutMs');
+    expect(bogus.stderr).to.contain('ISLET_ERR_BAD_OPTION: limits.bogus is not a limit; known: memoryMiB, wasmMemoryMiB, callTimeoutMs');
   });
 });
 

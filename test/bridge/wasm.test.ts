@@ -1,0 +1,69 @@
+// Hazard: WebAssembly memory, which lives outside the V8 heap and so
+// outside the isolate's memoryLimit. Each memory a tenant makes is charged
+// at its maximum against wasmMemoryMiB; past it the call throws, the worker's
+// memory stays flat, and a victim tenant keeps echoing.
+import { expect } from 'chai';
+import { connect, makeRoot, serveRoot, settle } from '../helpers.js';
+
+// A module that declares its own memory (1 page, at most 2) and exports it;
+// the same with no maximum (it could grow to 4 GiB).
+const WITH_MAX = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 5, 4, 1, 1, 1, 2, 7, 7, 1, 3, 0x6d, 0x65, 0x6d, 2, 0];
+const NO_MAX = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 5, 3, 1, 0, 1, 7, 7, 1, 3, 0x6d, 0x65, 0x6d, 2, 0];
+
+function rssMiB(pid: number): Promise<number> {
+  return import('node:fs').then(({ readFileSync }) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024);
+}
+
+describe('hazard: WebAssembly memory', () => {
+  it('wasm: memories past wasmMemoryMiB are refused, whatever constructor is used; the worker stays small and the victim echoes', async function () {
+    this.timeout(30_000);
+    const root = makeRoot({
+      'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
+      'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+      'a/grab.js': `
+        const mems = [];
+        try {
+          for (let i = 0; i < 40; i++) { const m = new WebAssembly.Memory({ initial: 1024, maximum: 1024 }); new Uint8Array(m.buffer).fill(1); mems.push(m); }
+        } catch (e) { console.log(mems.length + " made; " + e.message); }
+        // The constructor behind a memory it made is the bounded one too.
+        try { new (mems[0].constructor)({ initial: 1024, maximum: 1024 }); } catch (e) { console.log("via constructor: " + e.message.slice(0, 15)); }
+      `,
+      // One that does not say its maximum is made at its initial size, and cannot grow past it.
+      'c/small.js': 'const small = new WebAssembly.Memory({ initial: 1 });\ntry { small.grow(1); } catch (e) { console.log("grow: " + e.constructor.name); }',
+      'm/module.js': `
+        const own = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(${JSON.stringify(WITH_MAX)})));
+        console.log("own memory pages: " + own.exports.mem.buffer.byteLength / 65536);
+        try { new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(${JSON.stringify(NO_MAX)}))); } catch (e) { console.log(e.message); }
+        WebAssembly.instantiate(new Uint8Array(${JSON.stringify(WITH_MAX)})).then(({ instance }) => console.log("async: " + instance.exports.mem.buffer.byteLength));
+      `,
+    });
+    const s = await serveRoot(root, { limits: { wasmMemoryMiB: 256 } });
+    const victim = await connect(s.url('victim'));
+    const [pid] = s.engine.workerPids;
+    const before = await rssMiB(pid!);
+    expect(await settle(s.engine.run('a/grab.js'))).to.equal('no error');
+    expect(s.lines()).to.deep.equal([
+      '4 made; ISLET_ERR_LIMIT: this WebAssembly.Memory may grow to 64 MiB; with the 256 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
+      'via constructor: ISLET_ERR_LIMIT',
+    ]);
+    await s.engine.run('c/small.js');
+    expect(s.lines().at(-1)).to.equal('grow: RangeError');
+    expect((await rssMiB(pid!)) - before).to.be.below(400);
+    victim.ws.send('1');
+    expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
+    await s.engine.run('m/module.js');
+    await s.waitForLine((l) => l.startsWith('async: '), 3000);
+    expect(s.lines().slice(3)).to.deep.equal([
+      'own memory pages: 1',
+      'ISLET_ERR_LIMIT: the memory this module declares may grow to 4096 MiB; with the 0.125 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
+      'async: 65536',
+    ]);
+  });
+
+  it('wasm: with wasmMemoryMiB 0 there is no WebAssembly', async () => {
+    const root = makeRoot({ 'a/s.js': 'console.log(typeof WebAssembly);' });
+    const s = await serveRoot(root, { limits: { wasmMemoryMiB: 0 } });
+    await s.engine.run('a/s.js');
+    expect(s.lines()).to.deep.equal(['undefined']);
+  });
+});
