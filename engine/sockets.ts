@@ -78,6 +78,14 @@ export class Sockets {
    * counted again from every socket of the tenant (at most every RECOUNT_MS).
    */
   private readonly tenantQueued = new Map<string, { bytes: number; countedAt: number }>();
+  /**
+   * Tenants whose sockets hold more than half their queued-bytes limit: the
+   * host stops reading what their peers send, so a tenant that answers each
+   * message with more than its peers take is slowed down (its own events
+   * wait in TCP) instead of having its messages dropped. Checked again every
+   * RECOUNT_MS until the queues are down to a quarter.
+   */
+  private readonly throttled = new Map<string, NodeJS.Timeout>();
 
   /**
    * The listeners of every coupled ws socket, made once: each finds its
@@ -166,6 +174,23 @@ export class Sockets {
     ws.on('message', this.listeners.message);
     ws.on('error', this.listeners.error);
     ws.on('close', this.listeners.close);
+    if (this.throttled.has(socket.info.tenant)) ws.pause();
+  }
+
+  /** Pauses reading from every socket of `tenant` until its queues drain (see `throttled`). */
+  private throttle(tenant: string): void {
+    const check = (): void => {
+      if (this.recount(tenant) <= this.host.maxTenantQueuedBytes / 4) {
+        clearInterval(this.throttled.get(tenant));
+        this.throttled.delete(tenant);
+        for (const socket of this.sockets.values()) if (socket.info.tenant === tenant) socket.ws?.resume();
+        return;
+      }
+      // Paused again each time: the worker's own backpressure may have resumed some.
+      for (const socket of this.sockets.values()) if (socket.info.tenant === tenant && socket.ws !== null && !socket.ws.isPaused) socket.ws.pause();
+    };
+    this.throttled.set(tenant, setInterval(check, RECOUNT_MS));
+    check();
   }
 
   private makeListeners() {
@@ -302,7 +327,9 @@ export class Sockets {
       }
       return;
     }
-    this.count(socket, queued + payload.length);
+    if (this.count(socket, queued + payload.length) > this.host.maxTenantQueuedBytes / 2 && !this.throttled.has(socket.info.tenant)) {
+      this.throttle(socket.info.tenant);
+    }
     socket.overflowing = false;
     if (open) {
       this.cork(ws!);
@@ -358,6 +385,8 @@ export class Sockets {
 
   /** Closes every socket (the engine is closing) and waits for them. */
   async closeAll(): Promise<void> {
+    for (const timer of this.throttled.values()) clearInterval(timer);
+    this.throttled.clear();
     const closing: Promise<void>[] = [];
     for (const socket of this.sockets.values()) {
       const ws = socket.ws;

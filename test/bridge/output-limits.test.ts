@@ -16,6 +16,7 @@ const big = "x".repeat(64 * 1024);
 exports.onMessage = (m, id) => {
   if (m === "log") for (let i = 0; i < 5000; i++) console.log(big);
   if (m === "send") for (let i = 0; i < 5000; i++) ws.getSession(id).send(big);
+  if (m.startsWith("relay")) for (const s of ws.getSessions()) if (s.id !== id) ws.getSession(s.id).send(big);
   if (m === "flood") for (const s of ws.getSessions()) if (s.id !== id) for (let i = 0; i < 32; i++) ws.getSession(s.id).send(big);
   return "done " + m;
 };
@@ -74,5 +75,38 @@ describe('hazard: output limits', () => {
     victim.ws.send('1');
     expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
     for (const ws of stalled) ws.terminate();
+  });
+
+  it('output: a tenant that answers each message with more than its peers read is slowed down (its inbound waits), not dropped', async function () {
+    this.timeout(30_000);
+    const s = await serveRoot(makeRoot(ROOT), { limits: { maxQueuedBytes: 64 * 1024 * 1024, maxTenantQueuedBytes: 8 * 1024 * 1024 } });
+    const victim = await connect(s.url('victim'));
+    const stalled = new WebSocket(s.url('a'));
+    await new Promise((resolve) => stalled.once('open', resolve));
+    const stalledSocket = (stalled as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    stalledSocket.pause();
+    const sender = await connect(s.url('a'));
+    // A message every 2 ms, each relayed as 64 KiB to a peer that reads nothing: 25 MiB in all, three times the tenant's limit.
+    const COUNT = 400;
+    for (let i = 0; i < COUNT; i++) {
+      sender.ws.send(`relay ${i}`);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // Held back: the sender's later messages wait, unanswered; nothing was dropped.
+    expect(sender.messages.length).to.be.below(COUNT);
+    expect(s.lines().filter((l) => l.startsWith('onError'))).to.deep.equal([]);
+    victim.ws.send('1');
+    expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
+    // The stalled peer reads again: everything arrives, in order.
+    let relayed = 0;
+    stalled.on('message', () => relayed++);
+    stalledSocket.resume();
+    const replies = await sender.receive(COUNT, 20_000);
+    expect(replies).to.deep.equal(Array.from({ length: COUNT }, (_, i) => `done relay ${i}`));
+    for (let i = 0; i < 200 && relayed < COUNT; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(relayed).to.equal(COUNT);
+    expect(s.lines().filter((l) => l.startsWith('onError'))).to.deep.equal([]);
+    stalled.terminate();
   });
 });
