@@ -2,6 +2,7 @@
 // 127.0.0.1, engines with real worker processes, and the real CLI.
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,6 +44,31 @@ export function bulkRoot(busyMs: number): string {
 export const bulkMessage = (i: number, size: number): string => `${String(i).padStart(8, '0')}${'x'.repeat(size - 8)}`;
 export const bulkReplies = (count: number, size: number): string[] =>
   Array.from({ length: count }, (_, i) => `${size}:${String(i).padStart(8, '0')}`);
+
+/**
+ * The victim tenant of the hazard tests: project `victim`, whose endpoint
+ * `victim` answers "victim <message>". Each hazard runs it beside its attacker.
+ */
+export const VICTIM: Record<string, string> = {
+  'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
+  'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+};
+
+/** Raw bytes to a server on 127.0.0.1; what came back before it closed the connection, or `waitMs` passed. */
+export function rawRequest(port: number, bytes: string, waitMs = 3000): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
+    let text = '';
+    socket.on('data', (d) => (text += d.toString()));
+    const done = (): void => resolve(text);
+    socket.on('close', done);
+    socket.on('error', done);
+    setTimeout(() => {
+      socket.destroy();
+      done();
+    }, waitMs);
+  });
+}
 
 export function writeFiles(root: string, files: Record<string, string>): void {
   for (const [name, text] of Object.entries(files)) {

@@ -5,11 +5,10 @@
 // console lines are kept, and the fault is reported. A victim tenant keeps
 // echoing beside it.
 import { expect } from 'chai';
-import { connect, makeRoot, runCli, type Served, serveRoot, type TestClient } from '../helpers.js';
+import { connect, makeRoot, runCli, serveRoot, type Served, type TestClient, VICTIM } from '../helpers.js';
 
 const ROOT = {
-  'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
-  'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+  ...VICTIM,
   'a/e.websocket': JSON.stringify({ handler: 'a/h', endpoint: 'a' }),
   'a/h.js': `const ws = require("net/v4/websockets");
 exports.onMessage = (m, id) => {

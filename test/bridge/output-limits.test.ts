@@ -5,11 +5,10 @@
 // at its limit, reported once, and a victim tenant keeps echoing.
 import { expect } from 'chai';
 import WebSocket from 'ws';
-import { connect, makeRoot, serveRoot } from '../helpers.js';
+import { connect, makeRoot, serveRoot, VICTIM } from '../helpers.js';
 
 const ROOT = {
-  'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
-  'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+  ...VICTIM,
   'a/e.websocket': JSON.stringify({ handler: 'a/h', endpoint: 'a' }),
   'a/h.js': `const ws = require("net/v4/websockets");
 const big = "x".repeat(64 * 1024);

@@ -8,7 +8,7 @@
 import { expect } from 'chai';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { connect, makeRoot, serveRoot } from '../helpers.js';
+import { connect, makeRoot, serveRoot, VICTIM } from '../helpers.js';
 
 const POISON = `
   const spin = function () { for (;;); };
@@ -33,8 +33,7 @@ describe('hazard: poisoned builtins', () => {
   it('poisoned builtins: the tenant\'s own events are still answered, a reload of its module does not freeze the worker, and the victim keeps echoing', async function () {
     this.timeout(30_000);
     const root = makeRoot({
-      'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
-      'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+      ...VICTIM,
       'a/e.websocket': JSON.stringify({ handler: 'a/h', endpoint: 'a' }),
       'a/h.js': `
         let poisoned = false;

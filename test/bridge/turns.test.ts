@@ -5,14 +5,9 @@
 import { expect } from 'chai';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { connect, makeRoot, serveRoot } from '../helpers.js';
+import { connect, makeRoot, serveRoot, VICTIM } from '../helpers.js';
 
 const BUDGET_MS = 200;
-
-const VICTIM = {
-  'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
-  'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
-};
 
 describe('hazard: turns', () => {
   it('turns: fifteen queued events that each spin forever cost the victim one budget per turn, not fifteen', async function () {

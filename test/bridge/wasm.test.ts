@@ -3,7 +3,7 @@
 // at its maximum against wasmMemoryMiB; past it the call throws, the worker's
 // memory stays flat, and a victim tenant keeps echoing.
 import { expect } from 'chai';
-import { connect, makeRoot, serveRoot, settle } from '../helpers.js';
+import { connect, makeRoot, serveRoot, settle, VICTIM } from '../helpers.js';
 
 // A module that declares its own memory (1 page, at most 2) and exports it;
 // the same with no maximum (it could grow to 4 GiB).
@@ -18,8 +18,7 @@ describe('hazard: WebAssembly memory', () => {
   it('wasm: memories past wasmMemoryMiB are refused, whatever constructor is used; the worker stays small and the victim echoes', async function () {
     this.timeout(30_000);
     const root = makeRoot({
-      'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
-      'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+      ...VICTIM,
       'a/grab.js': `
         const mems = [];
         try {

@@ -5,14 +5,13 @@
 // seconds, kills the worker, blames the tenant, and the victim's events
 // go to the restarted worker.
 import { expect } from 'chai';
-import { connect, makeRoot, serveRoot, settle } from '../helpers.js';
+import { connect, makeRoot, serveRoot, settle, VICTIM } from '../helpers.js';
 
 describe('hazard: watchdog', () => {
   it('watchdog: a worker stuck past its budget is killed within the bound, the tenant is blamed, and the victim is answered after', async function () {
     this.timeout(30_000);
     const root = makeRoot({
-      'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
-      'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+      ...VICTIM,
       'a/stuck.js': 'new Array(1e8).fill(0);',
     });
     const s = await serveRoot(root, { limits: { callTimeoutMs: 200 } });

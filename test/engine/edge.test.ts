@@ -4,23 +4,8 @@
 import { expect } from 'chai';
 import net from 'node:net';
 import WebSocket from 'ws';
-import { connect, makeRoot, type Served, serveRoot, startEngine } from '../helpers.js';
+import { connect, makeRoot, rawRequest, serveRoot, startEngine, type Served } from '../helpers.js';
 
-/** Sends raw bytes and returns what came back before the server closed (or `waitMs` passed). */
-function raw(port: number, bytes: string, waitMs = 3000): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
-    let text = '';
-    socket.on('data', (d) => (text += d.toString()));
-    const done = (): void => resolve(text);
-    socket.on('close', done);
-    socket.on('error', done);
-    setTimeout(() => {
-      socket.destroy();
-      done();
-    }, waitMs);
-  });
-}
 
 const upgrade = (headers: string): string =>
   `GET /websockets/v4/service/e HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${headers}\r\n`;
@@ -54,17 +39,17 @@ describe('edge', () => {
   }
 
   it('edge: malformed upgrade requests get 400 and nothing else happens', async () => {
-    expect(await raw(s.port, upgrade('Sec-WebSocket-Version: 13\r\n'))).to.match(/^HTTP\/1\.1 400 /);
-    expect(await raw(s.port, upgrade('Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n'))).to.match(/^HTTP\/1\.1 400 /);
-    expect(await raw(s.port, upgrade('Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 99\r\n'))).to.match(/^HTTP\/1\.1 400 /);
-    expect(await raw(s.port, 'NOT HTTP AT ALL\r\n\r\n')).to.match(/^HTTP\/1\.1 400 /);
+    expect(await rawRequest(s.port, upgrade('Sec-WebSocket-Version: 13\r\n'))).to.match(/^HTTP\/1\.1 400 /);
+    expect(await rawRequest(s.port, upgrade('Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n'))).to.match(/^HTTP\/1\.1 400 /);
+    expect(await rawRequest(s.port, upgrade('Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 99\r\n'))).to.match(/^HTTP\/1\.1 400 /);
+    expect(await rawRequest(s.port, 'NOT HTTP AT ALL\r\n\r\n')).to.match(/^HTTP\/1\.1 400 /);
     expect((await s.engine.stats()).sessions).to.equal(0);
     await stillServing();
   });
 
   it('edge: an upgrade that never finishes is dropped after upgradeTimeoutMs', async () => {
     const started = Date.now();
-    const answer = await raw(s.port, 'GET /websockets/v4/service/e HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: webs', 10_000);
+    const answer = await rawRequest(s.port, 'GET /websockets/v4/service/e HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: webs', 10_000);
     expect(answer).to.match(/^HTTP\/1\.1 408 Request Timeout\r\n/);
     expect(Date.now() - started).to.be.below(5000);
     await stillServing();

@@ -7,29 +7,12 @@ import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { truncateSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
-import { connect, makeRoot, type Served, serveRoot, type TestClient } from '../helpers.js';
+import { connect, makeRoot, rawRequest, serveRoot, type Served, type TestClient, VICTIM } from '../helpers.js';
 
-/** Raw bytes to the server; what came back before it closed or `waitMs` passed. */
-function raw(port: number, bytes: string, waitMs = 3000): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
-    let text = '';
-    socket.on('data', (d) => (text += d.toString()));
-    const done = (): void => resolve(text);
-    socket.on('close', done);
-    socket.on('error', done);
-    setTimeout(() => {
-      socket.destroy();
-      done();
-    }, waitMs);
-  });
-}
 
 const ROOT = {
-  'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
-  'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+  ...VICTIM,
   'a/e.websocket': JSON.stringify({ handler: 'a/h', endpoint: 'a' }),
   'a/h.js': `
     const ws = require("net/v4/websockets");
@@ -65,10 +48,10 @@ describe('hazard: input that throws in the host', () => {
 
   it('host input: a request or upgrade whose target is not a valid URL gets 400, and the host serves on', async () => {
     await victimAnswers();
-    expect(await raw(s.port, 'GET //x:99999 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')).to.match(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*bad request target\n/);
-    expect(await raw(s.port, 'GET //x:99999/websockets/v4/service/victim HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+    expect(await rawRequest(s.port, 'GET //x:99999 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n')).to.match(/^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*bad request target\n/);
+    expect(await rawRequest(s.port, 'GET //x:99999/websockets/v4/service/victim HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
       'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')).to.match(/^HTTP\/1\.1 400 Bad Request\r\n/);
-    expect(await raw(s.port, 'GET http://[::1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')).to.match(/^HTTP\/1\.1 400 /);
+    expect(await rawRequest(s.port, 'GET http://[::1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')).to.match(/^HTTP\/1\.1 400 /);
     await victimAnswers();
   });
 

@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { connect, makeRoot, serveRoot, settle, writeFiles } from '../helpers.js';
+import { connect, makeRoot, serveRoot, settle, VICTIM, writeFiles } from '../helpers.js';
 
 const OUTSIDE_SECRET = 'OUTSIDE-THE-ROOT-SECRET';
 const VICTIM_SECRET = 'VICTIM-PROJECT-SECRET';
@@ -21,8 +21,7 @@ function hostileRoot(): { root: string; outside: string } {
   writeFileSync(path.join(outside, 'secret.txt'), OUTSIDE_SECRET);
   writeFileSync(path.join(outside, 'secret.js'), `module.exports = ${JSON.stringify(OUTSIDE_SECRET)};`);
   const root = makeRoot({
-    'victim/echo.websocket': JSON.stringify({ handler: 'victim/echo', endpoint: 'victim' }),
-    'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
+    ...VICTIM,
     'victim/secret.json': JSON.stringify({ s: VICTIM_SECRET }),
     'victim/secret.js': `module.exports = ${JSON.stringify(VICTIM_SECRET)};`,
   });
