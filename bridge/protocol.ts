@@ -83,6 +83,8 @@ export type HostToWorker =
   | { t: 'stats'; ask: number }
   /** The watchdog's: answered, like any frame, with the next `idle`. */
   | { t: 'ping' }
+  /** The tenant is quarantined: discard its isolate (its timers with it). */
+  | { t: 'evict'; tenant: string }
   | { t: 'event'; id: number; event: 'open' | 'error' | 'close'; text?: string };
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -102,6 +104,8 @@ export type WorkerToHost =
   | { t: 'runDone'; run: number; error?: string }
   | { t: 'stats'; ask: number; isolates: number; sockets: number }
   | { t: 'tenantError'; tenant: string; error: string }
+  /** A call into the tenant ran `ms`, far past its budget (see the worker's `overran`). */
+  | { t: 'overran'; tenant: string; ms: number }
   /** A handler module (bundle `file`) failed while it loaded; it is not run again. */
   | { t: 'moduleFailed'; tenant: string; module: string; file: string; error: string };
 
@@ -119,6 +123,7 @@ const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
   stats: { ask: 'number', isolates: 'number', sockets: 'number' },
   tenantError: { tenant: 'string', error: 'string' },
   moduleFailed: { tenant: 'string', module: 'string', file: 'string', error: 'string' },
+  overran: { tenant: 'string', ms: 'number' },
 };
 const LEVELS: readonly string[] = LOG_LEVELS;
 const SOCKET_FIELDS: Record<keyof SocketInfo, FieldType> = {

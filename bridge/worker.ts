@@ -24,6 +24,8 @@ import { decodeClose, decodeOutput, LOG_LEVELS } from '../sandbox-api/wire.js';
 import { type Batch, Event, Op, type Output, Tenant, type TenantHost } from './tenant.js';
 
 const MAX_URI_LENGTH = 4096;
+/** How far past twice its budget a call may run before it counts as an overrun (a stopped call takes a little longer than its budget). */
+const OVERRUN_GRACE_MS = 100;
 
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });
 const writer = new FrameWriter(channel);
@@ -198,8 +200,11 @@ let calls = 0;
 function flush(): void {
   flushScheduled = false;
   progress.startTurn();
-  const turn = [...dirty];
+  // A tenant whose last call used up its budget goes after the others: what
+  // arrived for them while it ran is not held up by its next call too.
+  const turn = [...dirty].sort((a, b) => Number(spent.has(a)) - Number(spent.has(b)));
   dirty.clear();
+  spent.clear();
   for (const tenant of turn) {
     if (tenants.get(tenant.name) !== tenant) continue;
     // What earlier calls of this turn produced leaves before the next call
@@ -208,19 +213,33 @@ function flush(): void {
     // Recorded before the call: if this process dies during it, the host
     // sends the new one only the frames that came after, and knows the culprit.
     progress.starting(++calls, received, tenant.name);
-    let output: Output;
+    const began = performance.now();
     try {
-      output = tenant.dispatch();
+      const output = tenant.dispatch();
+      forward(tenant, output);
+      settleRuns(tenant.name);
     } catch (error) {
       failedCall(tenant, error);
-      continue;
     }
-    forward(tenant, output);
-    settleRuns(tenant.name);
+    overran(tenant, performance.now() - began);
   }
   // Goes out with this turn's output, now rather than a turn later.
   send({ t: 'idle', seq: received, calls });
   writer.flush();
+}
+
+/** Tenants whose call of the last turn ran to its budget. */
+const spent = new Set<Tenant>();
+
+/**
+ * A call that ran far past its budget was in code the budget cannot stop (a
+ * builtin that does not check for interrupts, under the watchdog's bound):
+ * the host counts it like a death of the worker, toward quarantine.
+ */
+function overran(tenant: Tenant, ms: number): void {
+  if (ms < limits.callTimeoutMs) return;
+  spent.add(tenant);
+  if (ms > 2 * limits.callTimeoutMs + OVERRUN_GRACE_MS) send({ t: 'overran', tenant: tenant.name, ms: Math.round(ms) });
 }
 
 /** A call into the isolate threw: it timed out, or the isolate is gone. */
@@ -407,6 +426,16 @@ function onControl(message: HostToWorker): void {
       break;
     case 'ping':
       break; // the idle that ends this turn is the answer
+    case 'evict': {
+      // Quarantined: its isolate goes, timers and all; a later event (once the quarantine is lifted) starts a fresh one.
+      const tenant = tenants.get(message.tenant);
+      if (tenant === undefined) break;
+      tenants.delete(message.tenant);
+      dirty.delete(tenant);
+      tenant.dispose();
+      uncaught(message.tenant, 0, 'ISLET_ERR_QUARANTINED: the tenant was quarantined; its isolate was discarded');
+      break;
+    }
     case 'accept': {
       const socket = message.socket;
       keepSocket(socket);

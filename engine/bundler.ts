@@ -14,13 +14,14 @@
 // walks the whole file system).
 import * as acorn from 'acorn';
 import { createHash } from 'node:crypto';
-import { realpathSync, statSync } from 'node:fs';
+import { closeSync, realpathSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isBuiltin, SourceMap } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { IsletError } from '../bridge/errors.js';
+import { openFile, readOpened } from './files.js';
 import { isInside, ROOT_TENANT, tenantOf } from '../bridge/handler-ids.js';
 import type { BundledCode } from '../bridge/protocol.js';
 
@@ -274,6 +275,7 @@ export class Bundler {
    */
   private tenantFiles(project: string): esbuild.Plugin {
     const root = this.realRoot;
+    const maxBytes = this.maxBundleBytes;
     const refuse = (why: string): esbuild.OnResolveResult => ({ errors: [{ text: why, detail: 'refused' }] });
     const outside = (spec: string): esbuild.OnResolveResult =>
       refuse(`"${spec}" resolves outside project "${project}"; a project may only import its own files`);
@@ -314,6 +316,8 @@ export class Bundler {
           }
           return { errors: [{ text: `Could not resolve "${spec}" (tried ${candidates(target).join(', ')})` }] };
         });
+        // What a bundle's files may weigh together, read so far (limit maxBundleBytes).
+        let budget = maxBytes;
         build.onLoad({ filter: /.*/, namespace: NAMESPACE }, async (args) => {
           const type = args.with.type;
           const loader = type === undefined ? LOADERS[path.posix.extname(args.path)] : TYPED_LOADERS[type];
@@ -321,7 +325,20 @@ export class Bundler {
             const what = type === undefined ? `${path.posix.extname(args.path) || 'extension-less'} files` : `import type "${type}"`;
             return { errors: [{ text: `${args.path}: islet cannot import ${what}; it imports ${Object.keys(LOADERS).join(' ')} files, and others with { type: "text" }` }] };
           }
-          const contents = await readFile(path.join(root, args.path));
+          // Judged again by what is opened: the file may have become a link since it was resolved.
+          const opened = openFile(path.join(root, args.path));
+          if (opened === null) return { errors: [{ text: `${args.path} cannot be read` }] };
+          const real = toPosix(path.relative(root, opened.real));
+          if (!opened.isFile || !isInside(root, opened.real) || tenantOf(real) !== project) {
+            closeSync(opened.fd);
+            return { errors: [{ text: `${args.path} is not a file of project "${project}" (a link to another project's file, or out of the root)`, detail: 'refused' }] };
+          }
+          if (opened.size > budget) {
+            closeSync(opened.fd);
+            return { errors: [{ text: `${args.path} is ${opened.size} bytes, more than the ${budget} left of the bundle's ${maxBytes} (limit maxBundleBytes)`, detail: 'limit' }] };
+          }
+          budget -= opened.size;
+          const contents = readOpened(opened);
           if (loader === 'js' || loader === 'ts') {
             const computed = await computedImport(contents, loader, args.path);
             if (computed !== null) return { errors: [computed] };
@@ -336,6 +353,8 @@ export class Bundler {
     const failure = error as esbuild.BuildFailure;
     if (!Array.isArray(failure.errors)) return new IsletError('ISLET_ERR_BUNDLE', `${relative}: ${String(error)}`);
     const refused = failure.errors.some((e) => e.detail === 'refused');
+    const limited = failure.errors.find((e) => e.detail === 'limit');
+    if (limited !== undefined) return new IsletError('ISLET_ERR_LIMIT', limited.text);
     const lines = failure.errors.map((e) => {
       const where = e.location ? `${withoutNamespace(toPosix(e.location.file))}:${e.location.line}:${e.location.column + 1}` : relative;
       if (e.detail !== 'refused') return `${where}: ${e.text}`;

@@ -3,7 +3,7 @@
 // (DESIGN.md). An Engine bundles tenant code, places each tenant on a worker,
 // and carries events and output between sockets and tenants.
 import { EventEmitter } from 'node:events';
-import { existsSync, type FSWatcher, realpathSync, statSync, watch } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -18,6 +18,7 @@ import { answer, handlerFileMatcher, refuseUpgrade, requestPath, serveStatic } f
 import { Quarantine } from './quarantine.js';
 import { Sockets } from './sockets.js';
 import { SandboxWorker, type WorkerListener } from './supervisor.js';
+import { TreeWatcher } from './watcher.js';
 
 export { IsletError, ErrorCodes, type ErrorCode } from '../bridge/errors.js';
 export { DEFAULT_LIMITS, type EngineOptions } from './options.js';
@@ -120,7 +121,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Handler bundles, kept until the watcher sees a change (only while watching). */
   private readonly handlerBundles = new Map<string, Promise<BundledCode>>();
   private wss: WebSocketServer | null = null;
-  private watcher: FSWatcher | null = null;
+  private watcher: TreeWatcher | null = null;
   private reloadTimer: NodeJS.Timeout | null = null;
   private readonly servers = new Set<http.Server>();
   /** Whether a root-relative file is an endpoint's handler source (not served as a page); set at each load. */
@@ -441,16 +442,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.limits.maxMessageBytes, perMessageDeflate: false });
     this.loadProjects();
     if (this.options.watch) {
-      this.watcher = watch(this.root, { recursive: true }, (_event, file) => {
+      this.watcher = new TreeWatcher(this.root, (relative) => {
         // Only changes to what islet runs matter: `islet serve . > islet.log` inside the root must not reload on its own output.
-        if (typeof file !== 'string') return;
-        const relative = file.split(path.sep).join('/');
         if (!this.mayMatter(relative)) return;
         this.changed.add(tenantOf(relative));
         if (this.reloadTimer !== null) clearTimeout(this.reloadTimer);
-        this.reloadTimer = setTimeout(() => this.reload(), RELOAD_DEBOUNCE_MS);
+        this.reloadTimer = setTimeout(() => this.guarded('reload', () => this.reload(), () => {}), RELOAD_DEBOUNCE_MS);
       });
-      this.watcher.on('error', () => {});
     }
   }
 
@@ -462,7 +460,7 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Reads the descriptors; tells what changed since the last load (nothing, when nothing did). */
   private loadProjects(): void {
-    const scan = scanProjects(this.root);
+    const scan = scanProjects(this.root, this.served);
     this.served.clear();
     for (const [name, endpoint] of scan.endpoints) this.served.set(name, endpoint);
     this.isHandlerFile = handlerFileMatcher([...this.served.values()].map((e) => e.handler));
@@ -650,17 +648,28 @@ export class Engine extends EventEmitter<EngineEvents> {
     },
   };
 
-  /** The worker died while `tenant`'s code ran: tell the tenant; three times in a minute is quarantine. */
+  /** The worker died while `tenant`'s code ran: tell the tenant; it counts toward quarantine. */
   private workerKilledBy(tenant: string, how: string): void {
     this.emit('tenantError', {
       tenant,
       error: `ISLET_ERR_WORKER_DIED: the sandbox worker died (${how}) while this tenant's code ran; the events of that call are lost`,
     });
+    this.strike(tenant, how);
+  }
+
+  /**
+   * The tenant's code brought its worker down, or held it far past its
+   * budget: three times in a minute is quarantine. Its sockets close, and its
+   * isolate is discarded with its timers (code that keeps coming back on a
+   * timer would go on holding the worker).
+   */
+  private strike(tenant: string, how: string): void {
     if (!this.quarantine.crashed(tenant, how)) return;
     const error = this.quarantine.refusal(tenant)!;
     this.emit('tenantQuarantined', { tenant, error });
     // 1013: try again later (RFC 6455 7.4.1, IANA registry).
     this.sockets.closeTenant(tenant, 1013, 'tenant quarantined');
+    for (const worker of this.workers) if (worker.tenants.has(tenant)) worker.send({ t: 'evict', tenant }, tenant);
   }
 
   private onWorkerMessage(worker: SandboxWorker, message: WorkerToHost): void {
@@ -681,6 +690,13 @@ export class Engine extends EventEmitter<EngineEvents> {
       case 'tenantError':
         this.emit('tenantError', { tenant: message.tenant, error: this.bundler.mapStack(message.error) });
         break;
+      case 'overran': {
+        if (!worker.tenants.has(message.tenant)) break;
+        const how = `a call ran ${message.ms} ms, over twice its budget of ${this.options.limits.callTimeoutMs} ms, in code the budget could not stop`;
+        this.emit('tenantError', { tenant: message.tenant, error: `ISLET_ERR_TIMEOUT: ${how}` });
+        this.strike(message.tenant, how);
+        break;
+      }
       case 'moduleFailed': {
         if (!worker.tenants.has(message.tenant) || tenantOf(message.module) !== message.tenant) break;
         // Reported once; its sockets close (1011: the server cannot go on with them), and new ones are refused until its files change.

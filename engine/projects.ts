@@ -1,10 +1,11 @@
 // The projects root as the endpoint server sees it: every `*.websocket`
 // descriptor, validated. A bad descriptor is reported with its file and
 // field, and every other endpoint is still served.
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, type Dirent, readdirSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { IsletError } from '../bridge/errors.js';
 import { checkEngine, resolveHandler, tenantOf } from '../bridge/handler-ids.js';
+import { openFile, readOpened } from './files.js';
 
 export const DESCRIPTOR_SUFFIX = '.websocket';
 const ENDPOINT_NAME = /^[A-Za-z0-9._-]{1,128}$/;
@@ -39,14 +40,33 @@ export interface ProjectsScan {
   problems: DescriptorProblem[];
 }
 
-/** Descriptor files under `root`, relative, sorted; dot-folders and node_modules are skipped. */
-function descriptorFiles(root: string, dir = ''): string[] {
+/** How deep under the root descriptors are looked for, and how large one may be. */
+const MAX_DEPTH = 32;
+const MAX_DESCRIPTOR_BYTES = 64 * 1024;
+
+/**
+ * Descriptor files under `root`, relative, sorted; dot-folders, node_modules
+ * and links are not followed, nor folders deeper than MAX_DEPTH, and a
+ * folder that cannot be read (gone, too long a path) is passed over: the
+ * root is tenants' ground, and nothing in it may stop the scan.
+ */
+function descriptorFiles(root: string): string[] {
   const found: string[] = [];
-  for (const entry of readdirSync(path.join(root, dir), { withFileTypes: true })) {
-    if (entry.name.startsWith('.') || entry.name === 'node_modules') continue;
-    const relative = dir === '' ? entry.name : `${dir}/${entry.name}`;
-    if (entry.isDirectory()) found.push(...descriptorFiles(root, relative));
-    else if (entry.isFile() && entry.name.endsWith(DESCRIPTOR_SUFFIX)) found.push(relative);
+  const folders: [relative: string, depth: number][] = [['', 0]];
+  while (folders.length > 0) {
+    const [dir, depth] = folders.pop()!;
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(path.join(root, dir), { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const entry of entries) {
+      if (entry.name.startsWith('.') || entry.name === 'node_modules') continue;
+      const relative = dir === '' ? entry.name : `${dir}/${entry.name}`;
+      if (entry.isDirectory() && depth < MAX_DEPTH) folders.push([relative, depth + 1]);
+      else if (entry.isFile() && entry.name.endsWith(DESCRIPTOR_SUFFIX)) found.push(relative);
+    }
   }
   return found.sort();
 }
@@ -56,12 +76,23 @@ function problem(file: string, field: string | null, detail: string): Descriptor
   return { file, field, error: new IsletError('ISLET_ERR_DESCRIPTOR', `${where}: ${detail}`) };
 }
 
-function readDescriptor(root: string, file: string, taken: Map<string, Endpoint>): Endpoint | DescriptorProblem {
+function readDescriptor(root: string, file: string): Endpoint | DescriptorProblem {
+  const opened = openFile(path.join(root, file));
+  if (opened === null) return problem(file, null, 'cannot be read');
+  const real = path.relative(realpathSync(root), opened.real).split(path.sep).join('/');
+  if (!opened.isFile || real.startsWith('../') || tenantOf(real) !== tenantOf(file)) {
+    closeSync(opened.fd);
+    return problem(file, null, 'is not a file of its project');
+  }
+  if (opened.size > MAX_DESCRIPTOR_BYTES) {
+    closeSync(opened.fd);
+    return problem(file, null, `is ${opened.size} bytes; a descriptor may be at most ${MAX_DESCRIPTOR_BYTES}`);
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readFileSync(path.join(root, file), 'utf8'));
+    parsed = JSON.parse(readOpened(opened).toString('utf8'));
   } catch (error) {
-    return problem(file, null, `not valid JSON (${(error as Error).message})`);
+    return problem(file, null, `not valid JSON (${(error as Error).message.slice(0, 200)})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     return problem(file, null, 'must be a JSON object like {"handler": "my-project/ws-handler", "endpoint": "my-endpoint"}');
@@ -73,8 +104,6 @@ function readDescriptor(root: string, file: string, taken: Map<string, Endpoint>
   if (!ENDPOINT_NAME.test(endpoint)) {
     return problem(file, 'endpoint', `"${endpoint.slice(0, 200)}" may only use letters, digits, ".", "_" and "-" (at most 128)`);
   }
-  const other = taken.get(endpoint);
-  if (other !== undefined) return problem(file, 'endpoint', `"${endpoint}" is already served by ${other.file}`);
   if (handler === undefined) return problem(file, 'handler', 'is required, a handler module id like "my-project/ws-handler"');
   let handlerId: string;
   let engineName: string;
@@ -92,14 +121,41 @@ function readDescriptor(root: string, file: string, taken: Map<string, Endpoint>
   return { name: endpoint, path: SERVICE_PREFIX + endpoint, project, handler: handlerId, description: description ?? '', engine: engineName, file };
 }
 
-/** Reads and validates every descriptor under the root. */
-export function scanProjects(root: string): ProjectsScan {
+/**
+ * Reads and validates every descriptor under the root. An endpoint name is
+ * unique across projects; when descriptors claim the same name, the first
+ * in path order wins within a project, but between projects the one that
+ * `served` already has keeps it (a project cannot take over another's
+ * endpoint by adding a descriptor that sorts first), and a name that no
+ * project had is served by none of them until only one claims it.
+ */
+export function scanProjects(root: string, served: ReadonlyMap<string, Endpoint> = new Map()): ProjectsScan {
   const endpoints = new Map<string, Endpoint>();
   const problems: DescriptorProblem[] = [];
+  const claims = new Map<string, Endpoint[]>();
   for (const file of descriptorFiles(root)) {
-    const result = readDescriptor(root, file, endpoints);
-    if ('error' in result) problems.push(result);
-    else endpoints.set(result.name, result);
+    const result = readDescriptor(root, file);
+    if ('error' in result) {
+      problems.push(result);
+      continue;
+    }
+    const list = claims.get(result.name);
+    if (list === undefined) claims.set(result.name, [result]);
+    else list.push(result);
   }
+  for (const [name, list] of claims) {
+    const projects = new Set(list.map((e) => e.project));
+    const keeper = projects.size === 1 ? list[0]! : list.find((e) => e.project === served.get(name)?.project);
+    if (keeper !== undefined) endpoints.set(name, keeper);
+    for (const claim of list) {
+      if (claim === keeper) continue;
+      const why =
+        keeper !== undefined
+          ? `"${name}" is already served by ${keeper.file}`
+          : `"${name}" is claimed by ${list.map((e) => e.file).join(' and ')}, of different projects; none of them is served until one gives it up`;
+      problems.push(problem(claim.file, 'endpoint', why));
+    }
+  }
+  problems.sort((a, b) => (a.file < b.file ? -1 : a.file > b.file ? 1 : 0));
   return { endpoints, problems };
 }

@@ -23,7 +23,7 @@ export class Quarantine {
     const until = now + this.durationMs;
     this.held.set(tenant, {
       until,
-      why: `tenant "${tenant}" is quarantined until ${new Date(until).toISOString()}: its code brought its sandbox worker down ${CRASHES} times within ${WINDOW_MS / 1000} s (last: ${how}); change its files or wait`,
+      why: `tenant "${tenant}" is quarantined until ${new Date(until).toISOString()}: its code brought its sandbox worker down, or held it far past its budget, ${CRASHES} times within ${WINDOW_MS / 1000} s (last: ${how}); change its files or wait`,
     });
     return true;
   }

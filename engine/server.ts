@@ -2,11 +2,12 @@
 // read-only static pages of projects at /services/web/<project>/<path>
 // (Dirigible's path), so a project can ship the page that talks to its
 // endpoint.
-import { closeSync, constants, createReadStream, fstatSync, openSync, readlinkSync, realpathSync } from 'node:fs';
+import { closeSync, createReadStream, realpathSync } from 'node:fs';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { HANDLER_EXTENSIONS, isInside } from '../bridge/handler-ids.js';
+import { openFile } from './files.js';
 import { DESCRIPTOR_SUFFIX } from './projects.js';
 
 export const WEB_PREFIX = '/services/web/';
@@ -101,31 +102,23 @@ export function serveStatic(root: string, isServerCode: ServerCodeCheck, req: In
     answer(res, 403, 'descriptors and handler sources are not served');
     return true;
   }
-  // Opened first, then judged by what was opened (the descriptor's own path):
-  // a link swapped in between a check and the open cannot lead outside.
-  let fd: number;
-  let size: number;
-  try {
-    fd = openSync(path.join(root, relative), constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch {
+  // Opened first, then judged by what was opened: a link swapped in between
+  // a check and the open cannot lead outside (engine/files.ts).
+  const opened = openFile(path.join(root, relative));
+  if (opened === null) {
     answer(res, 404, 'not found');
     return true;
   }
-  try {
-    const opened = openedPath(fd, path.join(root, relative));
-    const realRoot = realpathSync(root);
-    if (!isInside(path.join(realRoot, segments[0]!), opened)) throw new Error('outside');
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new Error('not a file');
-    size = stat.size;
-    if (isServerCode(relative, path.relative(realRoot, opened).split(path.sep).join('/'))) {
-      closeSync(fd);
-      answer(res, 403, 'descriptors and handler sources are not served');
-      return true;
-    }
-  } catch {
+  const { fd, size } = opened;
+  const realRoot = realpathSync(root);
+  if (!isInside(path.join(realRoot, segments[0]!), opened.real) || !opened.isFile) {
     closeSync(fd);
     answer(res, 404, 'not found');
+    return true;
+  }
+  if (isServerCode(relative, path.relative(realRoot, opened.real).split(path.sep).join('/'))) {
+    closeSync(fd);
+    answer(res, 403, 'descriptors and handler sources are not served');
     return true;
   }
   res.writeHead(200, {
@@ -149,15 +142,6 @@ export function serveStatic(root: string, isServerCode: ServerCodeCheck, req: In
     stream.pipe(res);
   }
   return true;
-}
-
-/** The real path of what `fd` has open (Linux names it under /proc); elsewhere, where `file` leads now. */
-function openedPath(fd: number, file: string): string {
-  try {
-    return readlinkSync(`/proc/self/fd/${fd}`);
-  } catch {
-    return realpathSync(file);
-  }
 }
 
 /** Whether a root-relative file is the module of one of these handler ids. */

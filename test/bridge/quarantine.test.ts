@@ -40,7 +40,7 @@ describe('quarantine', () => {
     const refused = await connect(s.url('bad')).then(() => 'open', (e: Error) => e.message);
     expect(refused).to.equal('HTTP 503');
     expect(await settle(s.engine.run('bad/script.js'))).to.match(
-      /^ISLET_ERR_QUARANTINED: tenant "bad" is quarantined until \d{4}-\d\d-\d\dT[\d:.]+Z: its code brought its sandbox worker down 3 times within 60 s \(last: signal SIGKILL\); change its files or wait$/,
+      /^ISLET_ERR_QUARANTINED: tenant "bad" is quarantined until \d{4}-\d\d-\d\dT[\d:.]+Z: its code brought its sandbox worker down, or held it far past its budget, 3 times within 60 s \(last: signal SIGKILL\); change its files or wait$/,
     );
     victim.ws.send('after');
     expect((await victim.receive(sent + 1)).at(-1)).to.equal('good after');

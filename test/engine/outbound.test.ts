@@ -28,6 +28,10 @@ describe('outbound policy', () => {
       [`ws://[64:ff9b::127.0.0.1]:${port}/`, '64:ff9b::7f00:1 is a NAT64 address (it embeds an IPv4 address)'],
       ['ws://[64:ff9b:1::a00:1]/', '64:ff9b:1::a00:1 is a local-use NAT64 address (it embeds an IPv4 address)'],
       ['ws://[2002:7f00:1::]/', '2002:7f00:1:: is a 6to4 address (it embeds an IPv4 address)'],
+      ['ws://[2001::1]/', '2001::1 is a Teredo address (it embeds an IPv4 address)'],
+      ['ws://[::ffff:0:7f00:1]/', '::ffff:0:7f00:1 is an IPv4-translated address (it embeds an IPv4 address)'],
+      ['ws://[100::1]/', '100::1 is a discard-only address'],
+      ['ws://[fec0::1]/', 'fec0::1 is a site-local (private) address'],
     ]) {
       const t = await startEngine(makeRoot(connectTo(uri!)), { outbound: {} });
       await t.engine.run('p/main.js');

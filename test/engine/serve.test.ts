@@ -103,8 +103,10 @@ describe('server endpoints', () => {
       'bad/foreign.websocket': descriptor('good/h', 'x3'),
       'bad/engine.websocket': JSON.stringify({ handler: 'bad/h', endpoint: 'x4', engine: 'python' }),
       'bad/h.js': '',
-      'x-copy/dup.websocket': descriptor('x-copy/h', 'ok'),
+      'x-copy/dup.websocket': descriptor('x-copy/h', 'x5'),
       'x-copy/h.js': '',
+      'good/dup.websocket': descriptor('good/h', 'x5'),
+      'good/z-dup.websocket': descriptor('good/h', 'ok'),
     });
     const s = await serveRoot(root);
     const problems = s.problems.map((p) => [p.file, p.field, p.error.code, p.error.message]);
@@ -117,6 +119,8 @@ describe('server endpoints', () => {
       ['bad/name.websocket', 'endpoint', 'ISLET_ERR_DESCRIPTOR'],
       ['bad/no-endpoint.websocket', 'endpoint', 'ISLET_ERR_DESCRIPTOR'],
       ['bad/no-handler.websocket', 'handler', 'ISLET_ERR_DESCRIPTOR'],
+      ['good/dup.websocket', 'endpoint', 'ISLET_ERR_DESCRIPTOR'],
+      ['good/z-dup.websocket', 'endpoint', 'ISLET_ERR_DESCRIPTOR'],
       ['x-copy/dup.websocket', 'endpoint', 'ISLET_ERR_DESCRIPTOR'],
     ]);
     const messages = problems.map((p) => p[3]);
@@ -126,12 +130,33 @@ describe('server endpoints', () => {
     expect(messages[3]).to.match(/^ISLET_ERR_DESCRIPTOR: bad\/json\.websocket: not valid JSON \(/);
     expect(messages[4]).to.equal('ISLET_ERR_DESCRIPTOR: bad/missing.websocket: field "handler": ISLET_ERR_HANDLER_NOT_FOUND: handler "bad/nope" resolves to no file; tried bad/nope.js, bad/nope.ts, bad/nope.mjs under the projects root');
     expect(messages[5]).to.equal('ISLET_ERR_DESCRIPTOR: bad/name.websocket: field "endpoint": "a b/c" may only use letters, digits, ".", "_" and "-" (at most 128)');
-    // Descriptors are read in path order: the first one keeps the endpoint.
-    expect(messages[8]).to.equal('ISLET_ERR_DESCRIPTOR: x-copy/dup.websocket: field "endpoint": "ok" is already served by good/ok.websocket');
+    // Within a project the first in path order keeps an endpoint; between projects, none does.
+    expect(messages[9]).to.equal('ISLET_ERR_DESCRIPTOR: good/z-dup.websocket: field "endpoint": "ok" is already served by good/ok.websocket');
+    const contested = 'field "endpoint": "x5" is claimed by good/dup.websocket and x-copy/dup.websocket, of different projects; none of them is served until one gives it up';
+    expect(messages[8]).to.equal(`ISLET_ERR_DESCRIPTOR: good/dup.websocket: ${contested}`);
+    expect(messages[10]).to.equal(`ISLET_ERR_DESCRIPTOR: x-copy/dup.websocket: ${contested}`);
     expect(s.engine.endpoints().map((e) => e.name)).to.deep.equal(['ok']);
     const c = await connect(s.url('ok'));
     c.ws.send('still');
     expect(await c.receive(1)).to.deep.equal(['ok still']);
+  });
+
+  it('endpoints: a project cannot take over another project\'s endpoint by adding a descriptor that sorts first', async () => {
+    const root = makeRoot({
+      'victim/e.websocket': descriptor('victim/h', 'shared'),
+      'victim/h.js': 'exports.onMessage = (m) => "victim " + m;',
+      'attacker/h.js': 'exports.onMessage = (m) => "hijacked " + m;',
+    });
+    const s = await serveRoot(root);
+    const reloaded = once(s.engine, 'reloaded');
+    writeFiles(root, { 'attacker/aaa.websocket': descriptor('attacker/h', 'shared') });
+    await reloaded;
+    expect(s.problems.map((p) => p.error.message)).to.deep.equal([
+      'ISLET_ERR_DESCRIPTOR: attacker/aaa.websocket: field "endpoint": "shared" is already served by victim/e.websocket',
+    ]);
+    const c = await connect(s.url('shared'));
+    c.ws.send('hello');
+    expect(await c.receive(1)).to.deep.equal(['victim hello']);
   });
 
   it('endpoints: an unknown endpoint is answered 404, another path too', async () => {
