@@ -24,9 +24,9 @@ const MAX_DELAY = 2 ** 31 - 1;
 export class Tenant {
   readonly isolate: ivm.Isolate;
   private readonly context: ivm.Context;
-  private readonly dispatchRef: ivm.Reference<(batch: Batch) => Output>;
-  private readonly drainRef: ivm.Reference<() => Output>;
-  private readonly recoverRef: ivm.Reference<() => Output>;
+  private readonly dispatchRef: ivm.Reference<(batch: Batch) => [Output]>;
+  private readonly drainRef: ivm.Reference<() => [Output]>;
+  private readonly recoverRef: ivm.Reference<() => [Output]>;
   private readonly defineRef: ivm.Reference<(name: string, factory: unknown) => void>;
   private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
   private readonly interruptedRef: ivm.Reference<() => number>;
@@ -50,9 +50,9 @@ export class Tenant {
       installBridge(this.context, this, host, limits);
       this.isolate.compileScriptSync(runtime, { filename: 'islet:runtime' }).runSync(this.context, { release: true, ...this.budget });
       const api = this.context.global.getSync('__isletRuntime', { reference: true }) as ivm.Reference<Record<string, unknown>>;
-      this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => Output>;
-      this.drainRef = api.getSync('drain', { reference: true }) as ivm.Reference<() => Output>;
-      this.recoverRef = api.getSync('recover', { reference: true }) as ivm.Reference<() => Output>;
+      this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => [Output]>;
+      this.drainRef = api.getSync('drain', { reference: true }) as ivm.Reference<() => [Output]>;
+      this.recoverRef = api.getSync('recover', { reference: true }) as ivm.Reference<() => [Output]>;
       this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown) => void>;
       this.adoptRef = api.getSync('adopt', { reference: true }) as ivm.Reference<(list: string[]) => void>;
       this.interruptedRef = api.getSync('interrupted', { reference: true }) as ivm.Reference<() => number>;
@@ -67,8 +67,8 @@ export class Tenant {
   /**
    * Every call into the isolate has the same budget: the runtime's own
    * functions too, since tenant code that ran before may have left the
-   * isolate in any state. A result crosses as a primitive (the output is
-   * one string): no tenant code runs while it is copied out.
+   * isolate in any state. The output crosses as one string in a frozen
+   * array the runtime made: no tenant code runs while it is copied out.
    */
   private get budget(): { timeout: number } {
     return { timeout: this.limits.callTimeoutMs };
@@ -109,7 +109,7 @@ export class Tenant {
     this.batch = [];
     this.lastBatch = batch;
     this.outputAfterCall = false;
-    const output = this.dispatchRef.applySync(undefined, [batch], { arguments: { copy: true }, ...this.budget });
+    const [output] = this.dispatchRef.applySync(undefined, [batch], { arguments: { copy: true }, result: { copy: true }, ...this.budget });
     return this.outputAfterCall ? output + this.drain() : output;
   }
 
@@ -121,13 +121,13 @@ export class Tenant {
   /** Takes output queued by microtasks after the last call returned. */
   drain(): Output {
     this.outputAfterCall = false;
-    return this.drainRef.applySync(undefined, [], this.budget);
+    return this.drainRef.applySync(undefined, [], { result: { copy: true }, ...this.budget })[0];
   }
 
   /** The output of the last call, which did not return it (stopped at its budget, or a stray rejection thrown out of it). */
   recover(): Output {
     this.outputAfterCall = false;
-    return this.recoverRef.applySync(undefined, [], this.budget);
+    return this.recoverRef.applySync(undefined, [], { result: { copy: true }, ...this.budget })[0];
   }
 
   setTimer(id: number, ms: number, repeat: boolean): void {

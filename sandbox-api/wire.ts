@@ -6,9 +6,10 @@
 //
 // Events go in as a flat array of triples [kind, id, text], copied by
 // isolated-vm. Output comes out as one string, `op:id:length:text` after
-// one another: a string is copied without reading any property, so no
-// tenant code can run during the copy (an array would be read element by
-// element, through getters a tenant may have planted on Array.prototype).
+// one another, alone in a frozen array the runtime makes: copying it reads
+// that one own element, so no tenant code can run during the copy (an array
+// of many elements, built as a tenant's code ran, could have holes read
+// through getters it planted on Array.prototype).
 
 /** Event kinds of a dispatch batch. */
 export const Event = { Open: 0, Message: 1, Error: 2, Close: 3, Timer: 4, Run: 5 } as const;
