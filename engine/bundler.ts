@@ -123,15 +123,35 @@ function parse(code: string): acorn.Program {
  * which is left to run time and fails there) is not.
  */
 function computedCall(node: acorn.Node): acorn.Node | null {
-  const computed = (arg: acorn.Node | undefined): boolean =>
-    arg !== undefined &&
-    ((arg.type === 'TemplateLiteral' && (arg as acorn.TemplateLiteral).expressions.length > 0) ||
-      (arg.type === 'BinaryExpression' && (arg as acorn.BinaryExpression).operator === '+'));
-  if (node.type === 'ImportExpression') return computed((node as acorn.ImportExpression).source) ? node : null;
+  if (node.type === 'ImportExpression') return computedPath((node as acorn.ImportExpression).source) ? node : null;
   if (node.type !== 'CallExpression') return null;
   const call = node as acorn.CallExpression;
   if (call.callee.type !== 'Identifier' || call.callee.name !== 'require') return null;
-  return call.arguments.some((arg) => computed(arg)) ? node : null;
+  return call.arguments.some((arg) => computedPath(arg)) ? node : null;
+}
+
+/** Whether esbuild would read this argument as a glob: either branch of a condition counts, as esbuild resolves each. */
+function computedPath(arg: acorn.Node): boolean {
+  switch (arg.type) {
+    case 'TemplateLiteral':
+      return (arg as acorn.TemplateLiteral).expressions.length > 0;
+    case 'BinaryExpression':
+      return (arg as acorn.BinaryExpression).operator === '+';
+    case 'ConditionalExpression': {
+      const { consequent, alternate } = arg as acorn.ConditionalExpression;
+      return computedPath(consequent) || computedPath(alternate);
+    }
+    case 'LogicalExpression': {
+      const { left, right } = arg as acorn.LogicalExpression;
+      return computedPath(left) || computedPath(right);
+    }
+    case 'SequenceExpression': {
+      const { expressions } = arg as acorn.SequenceExpression;
+      return computedPath(expressions[expressions.length - 1]!);
+    }
+    default:
+      return false;
+  }
 }
 
 const OUTSIDE = Symbol('outside the project');

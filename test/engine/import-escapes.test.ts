@@ -54,6 +54,16 @@ const ESCAPES: Escape[] = [
     error: /^ISLET_ERR_IMPORT_REFUSED: import in a\/main\.js:2:1: import\(`[./\w-]+\/\$\{n\}\.js`\) is computed; islet only bundles imports written out in full$/,
   },
   {
+    name: 'a computed path in a branch of a condition, a fallback or a sequence',
+    files: () => ({ 'a/main.js': 'const n = "secret", c = globalThis.c;\nrequire(c ? "../victim/" + n + ".json" : "./x");\n' }),
+    error: /^ISLET_ERR_IMPORT_REFUSED: import in a\/main\.js:2:1: require\("\.\.\/victim\/" \+ n \+ "\.json"\) is computed/,
+  },
+  {
+    name: 'a computed path behind || in import()',
+    files: () => ({ 'a/main.js': 'const n = "secret";\nimport(globalThis.c || `../victim/${n}.json`);\n' }),
+    error: /^ISLET_ERR_IMPORT_REFUSED: import in a\/main\.js:2:1: import\(globalThis\.c \|\| `\.\.\/victim\/\$\{n\}\.json`\) is computed/,
+  },
+  {
     name: 'an import with { type: "text" } of a file outside the root',
     files: (outside) => ({
       'a/main.js': `import(${JSON.stringify(`${outside}/secret.txt`)}, { with: { type: "text" } }).then((m) => console.log(m.default));\n`,
