@@ -314,43 +314,41 @@ function forward(tenant: Tenant, output: Output): void {
 }
 
 function forwardOp(tenant: Tenant, op: number, id: number, text: string): void {
-  {
-    switch (op) {
-      case Op.Send: {
-        if (sockets.get(id)?.tenant !== tenant.name) break;
-        if (writer.text(FrameKind.TextOut, id, text, limits.maxMessageBytes) < 0) {
-          const bytes = Buffer.byteLength(text);
-          uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${bytes} bytes not sent (limit maxMessageBytes ${limits.maxMessageBytes})`);
-        }
-        break;
+  switch (op) {
+    case Op.Send: {
+      if (sockets.get(id)?.tenant !== tenant.name) break;
+      if (writer.text(FrameKind.TextOut, id, text, limits.maxMessageBytes) < 0) {
+        const bytes = Buffer.byteLength(text);
+        uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${bytes} bytes not sent (limit maxMessageBytes ${limits.maxMessageBytes})`);
       }
-      case Op.Close: {
-        const socket = sockets.get(id);
-        if (socket?.tenant !== tenant.name) break;
-        socket.state = 'closing';
-        send({ t: 'close', id, tenant: tenant.name, ...decodeClose(text) });
-        break;
-      }
-      case Op.Log:
-        send({ t: 'log', tenant: tenant.name, level: LOG_LEVELS[id] ?? 'log', text });
-        break;
-      case Op.ModuleFailed: {
-        // Reported once, and not run again in this isolate or a recreated one.
-        const newline = text.indexOf('\n');
-        const name = text.slice(0, newline);
-        const module = modules.get(tenant.name)?.get(name);
-        if (module === undefined || module === null) break;
-        storeModule(tenant.name, name, null);
-        send({ t: 'moduleFailed', tenant: tenant.name, module: name, file: module.file, error: text.slice(newline + 1) });
-        break;
-      }
-      case Op.Error:
-        uncaught(tenant.name, id, text);
-        break;
-      case Op.HandlerError:
-        send({ t: 'tenantError', tenant: tenant.name, error: text });
-        break;
+      break;
     }
+    case Op.Close: {
+      const socket = sockets.get(id);
+      if (socket?.tenant !== tenant.name) break;
+      socket.state = 'closing';
+      send({ t: 'close', id, tenant: tenant.name, ...decodeClose(text) });
+      break;
+    }
+    case Op.Log:
+      send({ t: 'log', tenant: tenant.name, level: LOG_LEVELS[id] ?? 'log', text });
+      break;
+    case Op.ModuleFailed: {
+      // Reported once, and not run again in this isolate or a recreated one.
+      const newline = text.indexOf('\n');
+      const name = text.slice(0, newline);
+      const module = modules.get(tenant.name)?.get(name);
+      if (module === undefined || module === null) break;
+      storeModule(tenant.name, name, null);
+      send({ t: 'moduleFailed', tenant: tenant.name, module: name, file: module.file, error: text.slice(newline + 1) });
+      break;
+    }
+    case Op.Error:
+      uncaught(tenant.name, id, text);
+      break;
+    case Op.HandlerError:
+      send({ t: 'tenantError', tenant: tenant.name, error: text });
+      break;
   }
 }
 
