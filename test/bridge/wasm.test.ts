@@ -54,8 +54,22 @@ describe('hazard: WebAssembly memory', () => {
     await s.waitForLine((l) => l.startsWith('async: '), 3000);
     expect(s.lines().slice(3)).to.deep.equal([
       'own memory pages: 1',
-      'ISLET_ERR_LIMIT: the memory this module declares may grow to 4096 MiB; with the 0.125 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
+      'ISLET_ERR_LIMIT: the memory this module declares may grow to 4096 MiB; with the 0.25 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
       'async: 65536',
+    ]);
+  });
+
+  it('wasm: compiled modules are charged too (their code lives outside the heap): compiling past wasmMemoryMiB is refused', async () => {
+    // A valid module of about 64 KiB: its one custom section holds the padding.
+    const padded = 'const n = 65536; const b = new Uint8Array(8 + 1 + 3 + 2 + n); b.set([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 0, 0x82, 0x80, 0x04, 1, 0x78]);';
+    const root = makeRoot({
+      'a/s.js': `${padded}\nconst kept = [];\ntry { for (;;) kept.push(new WebAssembly.Module(b)); } catch (e) { console.log(kept.length + " compiled; " + e.message); }`,
+    });
+    const s = await serveRoot(root, { limits: { wasmMemoryMiB: 1 } });
+    await s.engine.run('a/s.js');
+    expect(s.lines()).to.deep.equal([
+      // 65,550 bytes, charged 4 times over: 5 pages of 64 KiB each.
+      '3 compiled; ISLET_ERR_LIMIT: compiling this module may grow to 0.3125 MiB; with the 0.9375 MiB of WebAssembly memory this tenant made already, that is over 1 MiB (limit wasmMemoryMiB)',
     ]);
   });
 
