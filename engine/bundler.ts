@@ -156,6 +156,12 @@ function computedPath(arg: acorn.Node): boolean {
 
 const OUTSIDE = Symbol('outside the project');
 
+/** A real path, relative to the root, when it is a file of `project`; null when it lies elsewhere. */
+function ownRelative(realRoot: string, project: string, real: string): string | null {
+  const own = toPosix(path.relative(realRoot, real));
+  return isInside(realRoot, real) && tenantOf(own) === project ? own : null;
+}
+
 /**
  * Where `relative` (root-relative) really is, root-relative, when it is a
  * file of `project`; OUTSIDE when it exists but really lies elsewhere (a
@@ -168,8 +174,8 @@ function ownFile(realRoot: string, project: string, relative: string): string | 
   } catch {
     return null;
   }
-  const own = toPosix(path.relative(realRoot, real));
-  if (!isInside(realRoot, real) || tenantOf(own) !== project) return OUTSIDE;
+  const own = ownRelative(realRoot, project, real);
+  if (own === null) return OUTSIDE;
   try {
     return statSync(real).isFile() ? own : null;
   } catch {
@@ -203,6 +209,8 @@ export class Bundler {
       return cached.bundle.name === name ? cached.bundle : { ...cached.bundle, name };
     }
     const project = tenantOf(relative);
+    /** What each file read for this bundle hashed to, as it was read. */
+    const read = new Map<string, string>();
     let result: esbuild.BuildResult<{ write: false; metafile: true }>;
     try {
       result = await esbuild.build({
@@ -221,7 +229,7 @@ export class Bundler {
         logLevel: 'silent',
         // No tsconfig.json is looked for: tenant files are not in esbuild's file namespace.
         tsconfigRaw: {},
-        plugins: [this.tenantFiles(project)],
+        plugins: [this.tenantFiles(project, read)],
       });
     } catch (error) {
       throw this.buildError(relative, error);
@@ -238,13 +246,12 @@ export class Bundler {
     const hash = sha(code).slice(0, 12);
     const file = `${FILE_PREFIX}${hash}/${relative}`;
     this.remember(hash, new SourceMap(JSON.parse(map)));
-    const inputs = await Promise.all(
-      Object.keys(result.metafile.inputs).map(async (input): Promise<[string, string]> => {
-        this.serverFiles.add(withoutNamespace(input));
-        const abs = path.join(this.realRoot, withoutNamespace(input));
-        return [abs, sha(await readFile(abs))];
-      }),
-    );
+    // Keyed by the contents the bundle was made of, not read again.
+    const inputs = Object.keys(result.metafile.inputs).map((input): [string, string] => {
+      const own = withoutNamespace(input);
+      this.serverFiles.add(own);
+      return [path.join(this.realRoot, own), read.get(own) ?? ''];
+    });
     const bundle = { name, file, code };
     this.cache.set(relative, { inputs, bundle });
     return bundle;
@@ -292,8 +299,9 @@ export class Bundler {
    * tenant file itself. A file is the project's when its real path lies in
    * the project's folder; nothing outside it is read, nor even looked for:
    * an import is judged on its spelling first, then on where it really leads.
+   * `read` gets the hash of each file as it was read.
    */
-  private tenantFiles(project: string): esbuild.Plugin {
+  private tenantFiles(project: string, read: Map<string, string>): esbuild.Plugin {
     const root = this.realRoot;
     const maxBytes = this.maxBundleBytes;
     const refuse = (why: string): esbuild.OnResolveResult => ({ errors: [{ text: why, detail: 'refused' }] });
@@ -348,8 +356,7 @@ export class Bundler {
           // Judged again by what is opened: the file may have become a link since it was resolved.
           const opened = openFile(path.join(root, args.path));
           if (opened === null) return { errors: [{ text: `${args.path} cannot be read` }] };
-          const real = toPosix(path.relative(root, opened.real));
-          if (!opened.isFile || !isInside(root, opened.real) || tenantOf(real) !== project) {
+          if (!opened.isFile || ownRelative(root, project, opened.real) === null) {
             closeSync(opened.fd);
             return { errors: [{ text: `${args.path} is not a file of project "${project}" (a link to another project's file, or out of the root)`, detail: 'refused' }] };
           }
@@ -359,6 +366,7 @@ export class Bundler {
           }
           budget -= opened.size;
           const contents = readOpened(opened);
+          read.set(args.path, sha(contents));
           if (loader === 'js' || loader === 'ts') {
             const computed = await computedImport(contents, loader, args.path);
             if (computed !== null) return { errors: [computed] };

@@ -68,7 +68,7 @@ export { Op };
 const FunctionCall = Function.prototype.call;
 const FunctionBind = Function.prototype.bind;
 /** `fn` as a plain function of `(self, ...args)`. */
-function uncurry<A extends unknown[], R>(fn: (...args: A) => R): (self: unknown, ...args: A) => R {
+export function uncurry<A extends unknown[], R>(fn: (...args: A) => R): (self: unknown, ...args: A) => R {
   return FunctionBind.call(FunctionCall, fn) as (self: unknown, ...args: A) => R;
 }
 
@@ -89,7 +89,11 @@ const mapSet = uncurry(Map.prototype.set);
 const mapHas = uncurry(Map.prototype.has);
 const mapDelete = uncurry(Map.prototype.delete);
 const mapForEach = uncurry(Map.prototype.forEach as (fn: (value: unknown, key: unknown) => void) => void);
-const mapSize = uncurry(Object.getOwnPropertyDescriptor(Map.prototype, 'size')!.get as () => number);
+/** The getter of `proto[name]`, uncurried. */
+export function uncurryGetter<T>(proto: object, name: string): (self: unknown) => T {
+  return uncurry(Object.getOwnPropertyDescriptor(proto, name)!.get as () => T);
+}
+const mapSize = uncurryGetter<number>(Map.prototype, 'size');
 
 /** A Map for the runtime's own bookkeeping, through the captured methods. */
 export class SafeMap<K, V> {

@@ -8,7 +8,7 @@
 // past it, the call throws. A memory declared without a maximum is charged at the largest
 // size V8 allows. The module bytes are copied before they are read, and the
 // copy is what is compiled, so what was charged is what runs.
-import { config, freeze, RangeErrorCtor, SafeMap, TypeErrorCtor } from './host.js';
+import { config, freeze, RangeErrorCtor, SafeMap, TypeErrorCtor, uncurryGetter } from './host.js';
 
 // The standard library types do not describe WebAssembly; what is used here:
 type WasmModule = object;
@@ -36,12 +36,6 @@ const Uint8ArrayCtor = Uint8Array;
 const isView = ArrayBuffer.isView;
 const getPrototypeOf = Object.getPrototypeOf;
 const defineProperty = Object.defineProperty;
-const FunctionCall = Function.prototype.call;
-const FunctionBind = Function.prototype.bind;
-function uncurryGetter<T>(proto: object, name: string): (self: unknown) => T {
-  const getter = Object.getOwnPropertyDescriptor(proto, name)!.get!;
-  return FunctionBind.call(FunctionCall, getter) as (self: unknown) => T;
-}
 const TypedArray = getPrototypeOf(Uint8Array.prototype) as object;
 const viewBuffer = uncurryGetter<ArrayBufferLike>(TypedArray, 'buffer');
 const viewOffset = uncurryGetter<number>(TypedArray, 'byteOffset');
