@@ -9,34 +9,41 @@ export { Event, Op } from '../sandbox-api/wire.js';
 
 /** Events going in: triples [kind, id, text] (sandbox-api/wire.ts). */
 export type Batch = (number | string)[];
-/** Output coming out: one string of operations (sandbox-api/wire.ts, `decodeOutput`). */
-export type Output = string;
 
 /** What a tenant's host functions may ask of the worker. */
 export interface TenantHost {
   connect(tenant: Tenant, uri: unknown, handler: unknown, engine: unknown): number;
   /** A timer is due: queue a Timer event. */
   timerDue(tenant: Tenant, id: number): void;
+  /** One output operation, as the runtime made it (wire.ts, `Op`); called during a call into the isolate. */
+  output(tenant: Tenant, op: number, id: number, text: string): void;
 }
 
 const MAX_DELAY = 2 ** 31 - 1;
 
+/** Where a call that did not finish was, read from the progress the runtime shares (host.ts, `progress`). */
+export interface Stopped {
+  /** Index in `lastBatch` of the event it was running, or -1. */
+  at: number;
+  /** The module whose code was loading, or null. */
+  loading: string | null;
+}
+
 export class Tenant {
   readonly isolate: ivm.Isolate;
   private readonly context: ivm.Context;
-  private readonly dispatchRef: ivm.Reference<(batch: Batch) => [Output]>;
-  private readonly drainRef: ivm.Reference<() => [Output]>;
-  private readonly recoverRef: ivm.Reference<() => [Output]>;
-  private readonly defineRef: ivm.Reference<(name: string, factory: unknown) => void>;
+  private readonly dispatchRef: ivm.Reference<(batch: Batch) => void>;
+  private readonly defineRef: ivm.Reference<(name: string, factory: unknown, number: number) => void>;
   private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
-  private readonly interruptedRef: ivm.Reference<() => number>;
+  /** Shared with the runtime; outlives the isolate, so it can be read after a memory limit took it. */
+  private readonly progress = new Int32Array(new SharedArrayBuffer(8));
+  /** Module names by the number the runtime puts in `progress` while one loads. */
+  private readonly moduleNames: string[] = [];
   private readonly timers = new Map<number, NodeJS.Timeout>();
   /** Events waiting for the next dispatch. */
   batch: Batch = [];
   /** The events of the last dispatch, to find the one a stopped call was running. */
   lastBatch: Batch = [];
-  /** Set by the runtime's notify: output was queued after the driver returned. */
-  outputAfterCall = false;
 
   constructor(
     readonly name: string,
@@ -44,18 +51,16 @@ export class Tenant {
     private readonly limits: TenantLimits,
     private readonly host: TenantHost,
   ) {
+    this.progress[0] = -1;
     this.isolate = new ivm.Isolate({ memoryLimit: limits.memoryMiB });
     try {
       this.context = this.isolate.createContextSync();
-      installBridge(this.context, this, host, limits);
+      installBridge(this.context, this, host, limits, this.progress.buffer as SharedArrayBuffer);
       this.isolate.compileScriptSync(runtime, { filename: 'islet:runtime' }).runSync(this.context, { release: true, ...this.budget });
       const api = this.context.global.getSync('__isletRuntime', { reference: true }) as ivm.Reference<Record<string, unknown>>;
-      this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => [Output]>;
-      this.drainRef = api.getSync('drain', { reference: true }) as ivm.Reference<() => [Output]>;
-      this.recoverRef = api.getSync('recover', { reference: true }) as ivm.Reference<() => [Output]>;
-      this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown) => void>;
+      this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => void>;
+      this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown, number: number) => void>;
       this.adoptRef = api.getSync('adopt', { reference: true }) as ivm.Reference<(list: string[]) => void>;
-      this.interruptedRef = api.getSync('interrupted', { reference: true }) as ivm.Reference<() => number>;
       api.release();
       removeBootstrapGlobals(this.context);
     } catch (error) {
@@ -67,8 +72,8 @@ export class Tenant {
   /**
    * Every call into the isolate has the same budget: the runtime's own
    * functions too, since tenant code that ran before may have left the
-   * isolate in any state. The output crosses as one string in a frozen
-   * array the runtime made: no tenant code runs while it is copied out.
+   * isolate in any state. Nothing is copied out of a call: output leaves
+   * through the output callback, as primitives the runtime made.
    */
   private get budget(): { timeout: number } {
     return { timeout: this.limits.callTimeoutMs };
@@ -84,7 +89,7 @@ export class Tenant {
     });
     const factory = script.runSync(this.context, { reference: true, release: true, ...this.budget });
     try {
-      this.defineRef.applySync(undefined, [module.name, factory.derefInto()], this.budget);
+      this.defineRef.applySync(undefined, [module.name, factory.derefInto(), this.numberOf(module.name)], this.budget);
     } finally {
       factory.release();
     }
@@ -92,42 +97,33 @@ export class Tenant {
 
   /** Marks a module that failed to load, so its events are skipped. */
   defineFailed(name: string): void {
-    this.defineRef.applySync(undefined, [name, null], this.budget);
+    this.defineRef.applySync(undefined, [name, null, this.numberOf(name)], this.budget);
+  }
+
+  private numberOf(name: string): number {
+    const known = this.moduleNames.indexOf(name);
+    return known >= 0 ? known : this.moduleNames.push(name) - 1;
   }
 
   adopt(list: string[]): void {
     this.adoptRef.applySync(undefined, [list], { arguments: { copy: true }, ...this.budget });
   }
 
-  /**
-   * Runs the queued events in one call and returns the output triples,
-   * including what microtasks produced after the driver returned (V8 runs
-   * them at the end of the call; the runtime then says so through notify).
-   */
-  dispatch(): Output {
+  /** Runs the queued events in one call; their output reaches `TenantHost.output` as it is made. */
+  dispatch(): void {
     const batch = this.batch;
     this.batch = [];
     this.lastBatch = batch;
-    this.outputAfterCall = false;
-    const [output] = this.dispatchRef.applySync(undefined, [batch], { arguments: { copy: true }, result: { copy: true }, ...this.budget });
-    return this.outputAfterCall ? output + this.drain() : output;
+    this.dispatchRef.applySync(undefined, [batch], { arguments: { copy: true }, ...this.budget });
   }
 
-  /** After a call was stopped: the index in `lastBatch` of the event it was running, or -1. */
-  interruptedAt(): number {
-    return this.interruptedRef.applySync(undefined, [], this.budget);
-  }
-
-  /** Takes output queued by microtasks after the last call returned. */
-  drain(): Output {
-    this.outputAfterCall = false;
-    return this.drainRef.applySync(undefined, [], { result: { copy: true }, ...this.budget })[0];
-  }
-
-  /** The output of the last call, which did not return it (stopped at its budget, or a stray rejection thrown out of it). */
-  recover(): Output {
-    this.outputAfterCall = false;
-    return this.recoverRef.applySync(undefined, [], { result: { copy: true }, ...this.budget })[0];
+  /** After a call that did not finish (stopped, or its isolate lost): where it was. Resets the progress for the next call. */
+  takeStopped(): Stopped {
+    const at = this.progress[0]!;
+    const loading = this.progress[1]! > 0 ? (this.moduleNames[this.progress[1]! - 1] ?? null) : null;
+    this.progress[0] = -1;
+    this.progress[1] = 0;
+    return { at, loading };
   }
 
   setTimer(id: number, ms: number, repeat: boolean): void {
@@ -158,11 +154,8 @@ export class Tenant {
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
     this.dispatchRef.release();
-    this.drainRef.release();
-    this.recoverRef.release();
     this.defineRef.release();
     this.adoptRef.release();
-    this.interruptedRef.release();
     if (!this.isolate.isDisposed) this.isolate.dispose();
   }
 }
@@ -175,11 +168,12 @@ const BOOTSTRAP_GLOBALS = [
   '__isletConnect',
   '__isletSetTimer',
   '__isletClearTimer',
-  '__isletNotify',
+  '__isletOutput',
+  '__isletProgress',
   '__isletRuntime',
 ] as const;
 
-function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, limits: TenantLimits): void {
+function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, limits: TenantLimits, progress: SharedArrayBuffer): void {
   const global = context.global;
   global.setSync(
     '__isletConfig',
@@ -195,11 +189,14 @@ function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, l
   );
   global.setSync('__isletClearTimer', new ivm.Callback((id: unknown) => tenant.clearTimer(Number(id))));
   global.setSync(
-    '__isletNotify',
-    new ivm.Callback(() => {
-      tenant.outputAfterCall = true;
+    '__isletOutput',
+    new ivm.Callback((op: unknown, id: unknown, text: unknown) => {
+      // The runtime passes primitives it made; anything else is dropped, not trusted.
+      if (typeof op === 'number' && typeof id === 'number' && typeof text === 'string') host.output(tenant, op, id, text);
     }),
   );
+  // A SharedArrayBuffer is shared, not copied: the worker reads what the runtime wrote even after the isolate is gone.
+  global.setSync('__isletProgress', new ivm.ExternalCopy(progress).copyInto({ release: true }));
 }
 
 /**

@@ -20,8 +20,8 @@ import {
   type TenantLimits,
   type WorkerToHost,
 } from './protocol.js';
-import { decodeClose, decodeOutput, LOG_LEVELS } from '../sandbox-api/wire.js';
-import { type Batch, Event, Op, type Output, Tenant, type TenantHost } from './tenant.js';
+import { decodeClose, LOG_LEVELS } from '../sandbox-api/wire.js';
+import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
 
 const MAX_URI_LENGTH = 4096;
 /** How far past twice its budget a call may run before it counts as an overrun (a stopped call takes a little longer than its budget). */
@@ -123,6 +123,7 @@ const host: TenantHost = {
   timerDue(tenant, id) {
     queue(tenant, Event.Timer, id, '');
   },
+  output: forwardOp,
 };
 
 /** Handler bundles per tenant (null: failed), kept to define them again in a recreated isolate. */
@@ -215,8 +216,7 @@ function flush(): void {
     progress.starting(++calls, received, tenant.name);
     const began = performance.now();
     try {
-      const output = tenant.dispatch();
-      forward(tenant, output);
+      tenant.dispatch();
       settleRuns(tenant.name);
     } catch (error) {
       failedCall(tenant, error);
@@ -242,75 +242,88 @@ function overran(tenant: Tenant, ms: number): void {
   if (ms > 2 * limits.callTimeoutMs + OVERRUN_GRACE_MS) send({ t: 'overran', tenant: tenant.name, ms: Math.round(ms) });
 }
 
-/** A call into the isolate threw: it timed out, or the isolate is gone. */
+/**
+ * A call into the isolate threw: it was stopped at its budget, its isolate
+ * is gone (its memory limit), or a promise was rejected with no handler
+ * (isolated-vm throws the first such rejection out of the call). Whatever
+ * the call output before has already left.
+ */
 function failedCall(tenant: Tenant, error: unknown): void {
   const message = error instanceof Error ? error.message : String(error);
-  let text: string;
-  if (tenant.isolate.isDisposed) {
-    text = /memory limit/i.test(message)
+  const lost = tenant.isolate.isDisposed;
+  if (!lost && !/timed out/i.test(message)) {
+    // Its stack runs on into this process's frames, past isolated-vm's boundary: those say nothing about the tenant.
+    const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : message;
+    const boundary = stack.indexOf('\n    at (<isolated-vm boundary>)');
+    uncaught(tenant.name, 0, `ISLET_ERR_UNCAUGHT: unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}`);
+    settleRuns(tenant.name);
+    return;
+  }
+  const stopped = tenant.takeStopped();
+  let fault: string;
+  if (lost) {
+    fault = /memory limit/i.test(message)
       ? `ISLET_ERR_MEMORY_LIMIT: tenant "${tenant.name}" ran out of its ${limits.memoryMiB} MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event`
       : `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event`;
     tenants.delete(tenant.name);
     tenant.dispose();
-  } else if (/timed out/i.test(message)) {
-    timedOut(tenant);
-    settleRuns(tenant.name);
-    return;
   } else {
-    // A promise rejected with no handler: isolated-vm throws the first such
-    // rejection out of the call, and its result (the batch's output) is lost
-    // on the way. The output is taken again, before the error is reported.
-    try {
-      forward(tenant, tenant.recover());
-    } catch {
-      // nothing more to save
-    }
-    // Its stack runs on into this process's frames, past isolated-vm's boundary: those say nothing about the tenant.
-    const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : message;
-    const boundary = stack.indexOf('\n    at (<isolated-vm boundary>)');
-    text = `ISLET_ERR_UNCAUGHT: unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}`;
+    fault = `ISLET_ERR_TIMEOUT: tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs)`;
   }
-  uncaught(tenant.name, 0, text);
+  if (stopped.loading !== null) {
+    const detail = lost ? `${fault}, while the module loaded` : 'ISLET_ERR_TIMEOUT: its code ran past the call budget while the module loaded (limit callTimeoutMs)';
+    failModule(tenant.name, stopped.loading, detail);
+    if (!lost) {
+      try {
+        tenant.defineFailed(stopped.loading);
+      } catch {
+        // Its events then fail on their own; the module is not defined again.
+      }
+    }
+  }
+  resume(tenant, stopped.at, fault, lost);
   settleRuns(tenant.name);
 }
 
 /**
- * A call ran past its budget and was stopped. The event it was running is
- * told (a socket's handler through onError, a script through its failure);
- * the events after it in that batch did not run, and run in the next call.
+ * After a call that did not finish: the event it was running is told (a
+ * socket's handler through onError, a script through its failure); the
+ * events after it in that batch did not run, and run next, in the same
+ * isolate or, when that was lost, in the tenant's new one. A lost isolate
+ * takes the tenant's pending runs with it: their scripts' state is gone.
  */
-function timedOut(tenant: Tenant): void {
-  const budget = `ISLET_ERR_TIMEOUT: tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs)`;
-  let at = -1;
-  try {
-    at = tenant.interruptedAt();
-    forward(tenant, tenant.recover());
-  } catch {
-    // The isolate cannot even say where it was: treat it as lost below.
-  }
+function resume(tenant: Tenant, at: number, fault: string, lost: boolean): void {
   const batch = tenant.lastBatch;
-  if (at < 0 || at + 2 >= batch.length) {
-    uncaught(tenant.name, 0, `${budget}; it was stopped`);
-    return;
-  }
-  const [kind, id] = [batch[at] as number, batch[at + 1] as number];
-  // Ahead of everything else: the handler hears of it before its socket's next event.
+  const ran = at >= 0 && at + 2 < batch.length;
+  const kind = ran ? (batch[at] as number) : -1;
+  const id = ran ? (batch[at + 1] as number) : 0;
   const next: Batch = [];
-  if (kind === Event.Run) uncaught(tenant.name, id, `${budget}; the script was stopped`);
-  else if (kind === Event.Timer) uncaught(tenant.name, 0, `${budget}; a timer callback was stopped`);
-  // onError hears of it, unless onError is what ran too long: then only the host does.
-  else if (kind !== Event.Error && sockets.get(id)?.tenant === tenant.name) next.push(Event.Error, id, `${budget}; its handler was stopped`);
-  else uncaught(tenant.name, 0, `${budget}; its handler was stopped`);
-  next.push(...batch.slice(at + 3));
-  if (next.length > 0) {
-    tenant.batch = next.concat(tenant.batch);
-    markDirty(tenant);
+  if (!ran) uncaught(tenant.name, 0, lost ? fault : `${fault}; it was stopped`);
+  else if (kind === Event.Run) {
+    uncaught(tenant.name, id, lost ? fault : `${fault}; the script was stopped`);
+    if (lost) failRuns(tenant.name, fault);
+  } else if (kind === Event.Timer) uncaught(tenant.name, 0, lost ? fault : `${fault}; a timer callback was stopped`);
+  // onError hears of it, unless onError is what failed: then only the host does.
+  else if (kind !== Event.Error && sockets.get(id)?.tenant === tenant.name) {
+    next.push(Event.Error, id, `${fault}; its handler was stopped`);
+    if (lost) uncaught(tenant.name, 0, fault);
+  } else uncaught(tenant.name, 0, `${fault}; its handler was stopped`);
+  if (ran) next.push(...batch.slice(at + 3));
+  // Events queued for the lost isolate go to its successor.
+  if (lost) next.push(...tenant.batch);
+  if (next.length === 0) return;
+  // Ahead of everything else: the handler hears of it before its socket's next event.
+  let target = tenant;
+  if (lost) {
+    try {
+      target = tenantNamed(tenant.name);
+    } catch (error) {
+      uncaught(tenant.name, 0, `tenant "${tenant.name}" could not get a new isolate: ${(error as Error).message}`);
+      return;
+    }
   }
-}
-
-/** Checks and forwards what came out of an isolate. */
-function forward(tenant: Tenant, output: Output): void {
-  decodeOutput(output, (op, id, text) => forwardOp(tenant, op, id, text));
+  target.batch = next.concat(target.batch);
+  markDirty(target);
 }
 
 function forwardOp(tenant: Tenant, op: number, id: number, text: string): void {
@@ -334,13 +347,9 @@ function forwardOp(tenant: Tenant, op: number, id: number, text: string): void {
       send({ t: 'log', tenant: tenant.name, level: LOG_LEVELS[id] ?? 'log', text });
       break;
     case Op.ModuleFailed: {
-      // Reported once, and not run again in this isolate or a recreated one.
+      // The runtime has marked it failed in this isolate; the worker does for the next ones.
       const newline = text.indexOf('\n');
-      const name = text.slice(0, newline);
-      const module = modules.get(tenant.name)?.get(name);
-      if (module === undefined || module === null) break;
-      storeModule(tenant.name, name, null);
-      send({ t: 'moduleFailed', tenant: tenant.name, module: name, file: module.file, error: text.slice(newline + 1) });
+      failModule(tenant.name, text.slice(0, newline), text.slice(newline + 1));
       break;
     }
     case Op.Error:
@@ -352,6 +361,27 @@ function forwardOp(tenant: Tenant, op: number, id: number, text: string): void {
   }
 }
 
+/**
+ * A module failed while it loaded: reported once, and not run again in a
+ * recreated isolate (the current one, if any, knows already or is told by
+ * the caller: this runs inside a call into it too).
+ */
+function failModule(tenantName: string, name: string, error: string): void {
+  const own = modules.get(tenantName);
+  const module = own?.get(name);
+  if (own === undefined || module === undefined || module === null) return;
+  own.set(name, null);
+  send({ t: 'moduleFailed', tenant: tenantName, module: name, file: module.file, error });
+}
+
+/** Fails every pending run of a tenant. */
+function failRuns(tenant: string, error: string): void {
+  const pending = runs.get(tenant);
+  if (pending === undefined) return;
+  for (const id of pending) send({ t: 'runDone', run: id, error });
+  pending.clear();
+}
+
 /** An error nothing caught fails the run it came from, else every pending run, else is reported. */
 function uncaught(tenant: string, run: number, error: string): void {
   const pending = runs.get(tenant);
@@ -360,8 +390,7 @@ function uncaught(tenant: string, run: number, error: string): void {
     return;
   }
   if (pending !== undefined && pending.size > 0) {
-    for (const id of pending) send({ t: 'runDone', run: id, error });
-    pending.clear();
+    failRuns(tenant, error);
     return;
   }
   send({ t: 'tenantError', tenant, error });

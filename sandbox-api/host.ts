@@ -1,16 +1,18 @@
 // The sandbox's side of the boundary. The worker installs a few bootstrap
 // globals (the list is in bridge/tenant.ts, `installBridge`); this module
 // captures them before any tenant code runs, and runtime.ts deletes them.
-// Everything that leaves the isolate goes through the outbox below: one
-// string built here (wire.ts), never a tenant's own object.
+// Everything that leaves the isolate goes through `emit` below, as it is
+// made: primitives the runtime made, never a tenant's own object, and
+// nothing held back in the isolate, where a memory limit would take it along.
 
-import { encodeOp, Op } from './wire.js';
+import { Op } from './wire.js';
 
 declare const __isletConfig: string;
 declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number | HostError;
 declare const __isletSetTimer: (id: number, ms: number, repeat: boolean) => void | HostError;
 declare const __isletClearTimer: (id: number) => void;
-declare const __isletNotify: () => void;
+declare const __isletOutput: (op: number, id: number, text: string) => void;
+declare const __isletProgress: SharedArrayBuffer;
 
 export interface SandboxConfig {
   tenant: string;
@@ -29,7 +31,7 @@ export const config: SandboxConfig = JSON.parse(__isletConfig);
 const connect = __isletConnect;
 const setTimer = __isletSetTimer;
 export const hostClearTimer = __isletClearTimer;
-const hostNotify = __isletNotify;
+const hostOutput = __isletOutput;
 
 /** Throws, in the tenant's own stack, what a host function refused. */
 function unwrap<T>(result: T | HostError): T {
@@ -143,63 +145,43 @@ export function then(
   }
 }
 
-let outbox = '';
-let busy = false;
-let notified = false;
+/**
+ * Where the runtime is, shared with the worker, which reads it after a call
+ * was stopped or its isolate died: [0] the index in the batch of the event
+ * being handled (-1 between events), [1] 1 + the number of the module whose
+ * code is loading (0: none). Stores into it run no tenant code.
+ */
+export const progress = new Int32Array(__isletProgress);
+
+/** Length of the text this call has output so far. */
+let callOutput = 0;
 /** This call's output went over maxOutputBytes: the rest is dropped, and that was said once. */
 let overflowed = false;
 
 /**
- * Queues one operation for the worker. `text` is a primitive string. The
- * output of one call is bounded here, by its length (known without reading
- * the text): one 64 KiB string logged a thousand times costs the isolate
- * almost nothing, but 64 MB once copied out of it.
+ * Hands one operation to the worker, now: output never waits in the
+ * isolate, so a call that is stopped, throws a stray rejection or loses its
+ * isolate has lost none of what it did before. `text` is a primitive
+ * string. The output of one call is bounded here, by its length (known
+ * without reading the text): one 64 KiB string logged a thousand times costs
+ * the isolate almost nothing, but 64 MB in the worker.
  */
 export function emit(op: number, id: number, text: string): void {
   if (overflowed) return;
-  if (outbox.length + text.length > config.maxOutputBytes) {
+  if (callOutput + text.length > config.maxOutputBytes) {
     overflowed = true;
     text = `ISLET_ERR_LIMIT: the output of one call is over ${config.maxOutputBytes} (limit maxOutputBytes); the rest of its sends, replies and console lines were dropped`;
     op = Op.HandlerError;
     id = 0;
   }
-  outbox = encodeOp(outbox, op, id, text);
-  // Outside the driver (a microtask that ran after it returned) the worker
-  // has already taken the outbox: tell it once, and it calls drain().
-  if (!busy && !notified) {
-    notified = true;
-    hostNotify();
-  }
+  callOutput += text.length;
+  hostOutput(op, id, text);
 }
 
-/** What was handed over since the last dispatch began, kept until the next one (see `recoverOutbox`). */
-let handedOver = '';
-
-/** Hands the queued operations to the worker, as one string (see wire.ts). */
-export function takeOutbox(): string {
-  const taken = outbox;
-  outbox = '';
-  notified = false;
+/** A dispatch begins: its output is counted afresh. */
+export function newCall(): void {
+  callOutput = 0;
   overflowed = false;
-  handedOver += taken;
-  return taken;
-}
-
-/** A dispatch begins: what the calls before it handed over was delivered. */
-export function forgetHandedOver(): void {
-  handedOver = '';
-}
-
-/** What was handed over since the dispatch began and what was queued since: for calls whose results never reached the worker. */
-export function recoverOutbox(): string {
-  const lost = handedOver;
-  const rest = takeOutbox();
-  handedOver = '';
-  return lost + rest;
-}
-
-export function setBusy(value: boolean): void {
-  busy = value;
 }
 
 /** Text of an error for logs and traces, whatever a tenant threw. */

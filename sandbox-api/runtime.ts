@@ -1,8 +1,9 @@
 // The trusted driver inside each tenant isolate. The worker calls three
 // functions: `define` (a bundled module's factory), `dispatch` (a batch of
-// events as a flat copied array of triples) and `drain` (output produced by
-// microtasks after a call returned). Each event is handled and caught on its
-// own, so one failing handler never costs the rest of the batch.
+// events as a flat copied array of triples) and `adopt` (the sockets of a
+// recreated isolate). Output leaves through `emit` (host.ts) as it is made.
+// Each event is handled and caught on its own, so one failing handler never
+// costs the rest of the batch.
 import { installConsole } from './console.js';
 import {
   config,
@@ -15,12 +16,10 @@ import {
   errorMessage,
   errorText,
   freeze,
-  forgetHandedOver,
-  recoverOutbox,
-  setBusy,
+  newCall,
+  progress,
   stringIndexOf,
   stringSlice,
-  takeOutbox,
   then,
 } from './host.js';
 import { Event, Op } from './wire.js';
@@ -43,6 +42,8 @@ type Factory = (this: unknown, exports: object, require: (name: string) => unkno
 interface ModuleRecord {
   /** null: the module failed to load (reported once) and is not run again. */
   factory: Factory | null;
+  /** The worker's number for it, put in `progress` while its code loads. */
+  number: number;
   exports: unknown;
   loaded: boolean;
 }
@@ -53,9 +54,6 @@ const builtins = new SafeMap<string, unknown>();
 builtins.set('net/v4/websockets', websockets);
 builtins.set('net/websockets', websockets);
 builtins.set('sdk/net', sdkNet);
-
-/** The module whose code is running at load time, if any: a call stopped then fails it. */
-let loading: string | null = null;
 
 function failModule(name: string, error: string): void {
   const record = modules.get(name);
@@ -81,8 +79,9 @@ function requireModule(name: string): unknown {
     );
   }
   if (!record.loaded) {
-    const outer = loading;
-    loading = name;
+    // A call stopped (or an isolate lost) while this is set fails the module: the worker reads it.
+    const outer = progress[1]!;
+    progress[1] = record.number + 1;
     try {
       record.exports = runFactory(record.factory);
       record.loaded = true;
@@ -91,7 +90,7 @@ function requireModule(name: string): unknown {
       failModule(name, errorText(error));
       return null;
     } finally {
-      loading = outer;
+      progress[1] = outer;
     }
   }
   return record.exports;
@@ -282,15 +281,11 @@ function handleEvent(kind: number, id: number, text: string): void {
   socketEvent(kind, StringCtor(id), text);
 }
 
-/** Index in the batch of the event being handled; -1 between events. Read after a call is cut short. */
-let position = -1;
-
-function dispatch(batch: (number | string)[]): Handed {
-  forgetHandedOver();
-  setBusy(true);
+function dispatch(batch: (number | string)[]): void {
+  newCall();
   try {
     for (let i = 0; i + 2 < batch.length; i += 3) {
-      position = i;
+      progress[0] = i;
       try {
         handleEvent(batch[i] as number, batch[i + 1] as number, batch[i + 2] as string);
       } catch (error) {
@@ -298,58 +293,13 @@ function dispatch(batch: (number | string)[]): Handed {
       }
     }
   } finally {
-    setBusy(false);
-    position = -1;
+    progress[0] = -1;
   }
-  return handOver(takeOutbox());
-}
-
-/**
- * After a call was stopped: the index of the event it was running (-1: none,
- * e.g. microtasks after the loop). A module that was loading then has failed.
- */
-function interrupted(): number {
-  const at = position;
-  position = -1;
-  if (loading !== null) {
-    failModule(loading, 'ISLET_ERR_TIMEOUT: its code ran past the call budget while the module loaded (limit callTimeoutMs)');
-    loading = null;
-  }
-  return at;
-}
-
-function drain(): Handed {
-  // Also ends a dispatch that a timeout cut short before its finally ran.
-  setBusy(false);
-  return handOver(takeOutbox());
-}
-
-/**
- * The output of calls whose results were lost: isolated-vm throws a stray
- * rejection (a promise rejected with no handler) out of a call instead of
- * returning, and a call stopped at its budget returns nothing. Everything the
- * last dispatch (and a drain after it) handed over, and what was queued since.
- */
-function recover(): Handed {
-  setBusy(false);
-  return handOver(recoverOutbox());
-}
-
-/**
- * The output, as the worker copies it: a string in a frozen array the
- * runtime just made. Copied out, the array's own element is read, nothing
- * else (no getter runs); a bare string of a kilobyte or more would reach the
- * worker as an external string, which its garbage collector does not count
- * (RSS grew past 1 GB under 4 KiB echo).
- */
-type Handed = readonly [string];
-function handOver(output: string): Handed {
-  return freeze([output] as const);
 }
 
 /** Defines (or, on reload, replaces) a bundled module; null marks one that failed to load. */
-function define(name: string, factory: Factory | null): void {
-  modules.set(name, { factory, exports: undefined, loaded: false });
+function define(name: string, factory: Factory | null, number: number): void {
+  modules.set(name, { factory, number, exports: undefined, loaded: false });
 }
 
 /** Rebuilds the socket registry after the isolate was recreated: flat `[id, uri, handler, engine, state, endpoint]`, own elements of a copied array. */
@@ -365,4 +315,4 @@ installWasm(globalThis);
 
 // What the worker takes hold of (and then deletes from the global object).
 // Plain data properties: isolated-vm does not read through getters.
-(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch, drain, interrupted, recover });
+(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch });

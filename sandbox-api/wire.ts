@@ -5,11 +5,10 @@
 // cannot drift apart.
 //
 // Events go in as a flat array of triples [kind, id, text], copied by
-// isolated-vm. Output comes out as one string, `op:id:length:text` after
-// one another, alone in a frozen array the runtime makes: copying it reads
-// that one own element, so no tenant code can run during the copy (an array
-// of many elements, built as a tenant's code ran, could have holes read
-// through getters it planted on Array.prototype).
+// isolated-vm. Output comes out one operation at a time, as it is made:
+// three primitives (op, id, text) passed to a host callback, so no tenant
+// code can run while they are copied, and nothing waits in the isolate for
+// a memory limit to take along.
 
 /** Event kinds of a dispatch batch. */
 export const Event = { Open: 0, Message: 1, Error: 2, Close: 3, Timer: 4, Run: 5 } as const;
@@ -31,32 +30,6 @@ export const Op = {
 } as const;
 
 export const LOG_LEVELS = ['log', 'info', 'warn', 'error', 'debug'] as const;
-
-/** One output operation, as `decodeOutput` hands it on. */
-export type OutputHandler = (op: number, id: number, text: string) => void;
-
-/** Appends one operation to an output string (inside the isolate: concatenation of primitives only). */
-export function encodeOp(output: string, op: number, id: number, text: string): string {
-  return output + op + ':' + id + ':' + text.length + ':' + text;
-}
-
-/** Splits an output string into its operations; throws on a malformed one (the runtime wrote it, so that is a bug). */
-export function decodeOutput(output: string, each: OutputHandler): void {
-  let at = 0;
-  while (at < output.length) {
-    const a = output.indexOf(':', at);
-    const b = output.indexOf(':', a + 1);
-    const c = output.indexOf(':', b + 1);
-    const op = Number(output.slice(at, a));
-    const id = Number(output.slice(a + 1, b));
-    const length = Number(output.slice(b + 1, c));
-    if (a < 0 || b < 0 || c < 0 || !Number.isSafeInteger(op) || !Number.isSafeInteger(id) || !Number.isSafeInteger(length) || c + 1 + length > output.length) {
-      throw new Error(`malformed isolate output at ${at}`);
-    }
-    each(op, id, output.slice(c + 1, c + 1 + length));
-    at = c + 1 + length;
-  }
-}
 
 /** `WebsocketSession.close(code, reason)` as the text of a Close operation; '' for a plain close. */
 export function encodeClose(code: number | undefined, reason: string): string {

@@ -1,9 +1,9 @@
 // Hazard: output lost to the tenant's own fault elsewhere. A stray rejected
-// promise (isolated-vm throws it out of the call, and the call's result
-// with it), a microtask loop after the handler returned, an exception or a
-// stopped call with no onError to hear it: the event's replies, sends and
-// console lines are kept, and the fault is reported. A victim tenant keeps
-// echoing beside it.
+// promise (isolated-vm throws it out of the call), a microtask loop after
+// the handler returned, an exception or a stopped call with no onError to
+// hear it, an isolate lost to its memory limit: the event's replies, sends
+// and console lines are kept, and the fault is reported. A victim tenant
+// keeps echoing beside it.
 import { expect } from 'chai';
 import { connect, makeRoot, runCli, serveRoot, type Served, type TestClient, VICTIM } from '../helpers.js';
 
@@ -19,6 +19,8 @@ exports.onMessage = (m, id) => {
   if (m === "loop") (function loop() { Promise.resolve().then(loop); })();
   if (m === "throw") throw new Error("thrown with no onError");
   if (m === "spin") for (;;);
+  if (m === "block") for (const end = Date.now() + 300; Date.now() < end; );
+  if (m === "grow") for (const hoard = []; ; ) hoard.push(new Array(100000).fill(1));
   return "reply " + m;
 };
 `,
@@ -97,5 +99,51 @@ describe('hazard: lost output', () => {
     expect(result.stdout).to.equal('[p] one\n[p] two\n[p] three\n');
     expect(result.stderr).to.match(/^ISLET_ERR_UNCAUGHT: unhandled rejection: Error: late failure\n {4}at fail \(p\/main\.js:4:9\)/);
     expect(result.stderr).not.to.contain('file://');
+  });
+});
+
+describe('hazard: lost output to a memory limit', () => {
+  it('lost output: the events that ran before, in the same call, as one that ran out of memory keep their output; the ones after run in the new isolate', async function () {
+    this.timeout(30_000);
+    const s = await serveRoot(makeRoot(ROOT), { limits: { memoryMiB: 16, callTimeoutMs: 5000 } });
+    const victim = await connect(s.url('victim'));
+    const attacker = await connect(s.url('a'));
+    // "block" holds the worker, so the five after it reach the tenant in one call.
+    attacker.ws.send('block');
+    for (const m of ['1', '2', 'grow', '3', '4']) attacker.ws.send(m);
+    const expected = ['block', '1', '2', 'grow', '3', '4'].flatMap((m) => (m === 'grow' ? ['sent before grow'] : [`sent before ${m}`, `reply ${m}`]));
+    expect(await attacker.receive(expected.length)).to.deep.equal(expected);
+    expect(s.lines()).to.deep.equal(['block', '1', '2', 'grow', '3', '4'].map((m) => `logged before ${m}`));
+    const memory = 'ISLET_ERR_MEMORY_LIMIT: tenant "a" ran out of its 16 MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event';
+    for (let i = 0; i < 100 && s.errors.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    // The host hears of the lost isolate; the handler is told too (it has no onError, so that is reported).
+    expect(s.errors).to.deep.equal([
+      { tenant: 'a', error: memory },
+      { tenant: 'a', error: `a/h has no onError; it was told: ${memory}; its handler was stopped` },
+    ]);
+    victim.ws.send('1');
+    expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
+  });
+
+  it('lost output: a handler module that runs out of memory while it loads fails once, and its sessions close with 1011', async function () {
+    this.timeout(30_000);
+    const root = makeRoot({
+      ...VICTIM,
+      'b/e.websocket': JSON.stringify({ handler: 'b/h', endpoint: 'b' }),
+      'b/h.js': 'const hoard = [];\nfor (;;) hoard.push(new Array(100000).fill(1));\nexports.onMessage = () => "never";',
+    });
+    const s = await serveRoot(root, { limits: { memoryMiB: 16, callTimeoutMs: 5000 } });
+    const victim = await connect(s.url('victim'));
+    const attacker = await connect(s.url('b'));
+    attacker.ws.send('m');
+    expect(await attacker.closed).to.deep.equal([1011, 'handler b/h failed to load']);
+    const again = await connect(s.url('b'));
+    expect(await again.closed).to.deep.equal([1011, 'handler b/h failed to load']);
+    const failures = s.errors.filter((e) => /HANDLER_FAILED/.test(e.error)).map((e) => e.error);
+    expect(failures).to.deep.equal([
+      'ISLET_ERR_HANDLER_FAILED: b/h failed while it loaded; its sockets are closed: ISLET_ERR_MEMORY_LIMIT: tenant "b" ran out of its 16 MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event, while the module loaded',
+    ]);
+    victim.ws.send('1');
+    expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
   });
 });

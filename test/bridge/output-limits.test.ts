@@ -44,10 +44,11 @@ describe('hazard: output limits', () => {
       { tenant: 'a', error: limited },
       { tenant: 'a', error: limited },
     ]);
+    // 16 × 64 KiB is 1 MiB: the 17th would be over.
     const logged = s.lines().filter((l) => l.startsWith('xxx'));
-    expect(logged).to.have.length(15);
+    expect(logged).to.have.length(16);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(attacker.messages).to.have.length(15);
+    expect(attacker.messages).to.have.length(16);
     expect(attacker.messages.every((m) => m.length === 64 * 1024)).to.equal(true);
     attacker.ws.send('after');
     expect((await attacker.receive(attacker.messages.length + 1)).at(-1)).to.equal('done after');
