@@ -5,6 +5,8 @@
 import ivm from 'isolated-vm';
 import type { BundledCode, TenantLimits } from './protocol.js';
 
+import { OUTPUT_BUFFER_BYTES, OUTPUT_HEADER, Progress, TAKE_SHARED } from '../sandbox-api/wire.js';
+
 export { Event, Op } from '../sandbox-api/wire.js';
 
 /** Events going in: triples [kind, id, text] (sandbox-api/wire.ts). */
@@ -35,8 +37,11 @@ export class Tenant {
   private readonly dispatchRef: ivm.Reference<(batch: Batch) => void>;
   private readonly defineRef: ivm.Reference<(name: string, factory: unknown, number: number) => void>;
   private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
-  /** Shared with the runtime; outlives the isolate, so it can be read after a memory limit took it. */
-  private readonly progress = new Int32Array(new SharedArrayBuffer(8));
+  /** Shared with the runtime (wire.ts, `Progress`); outlive the isolate, so they can be read after a memory limit took it. */
+  private readonly progress = new Int32Array(new SharedArrayBuffer(Progress.SLOTS * 4));
+  private readonly outputBuffer = new SharedArrayBuffer(OUTPUT_BUFFER_BYTES);
+  private readonly outputUnits = new Uint16Array(this.outputBuffer);
+  private readonly outputBytes = Buffer.from(this.outputBuffer);
   /** Module names by the number the runtime puts in `progress` while one loads. */
   private readonly moduleNames: string[] = [];
   private readonly timers = new Map<number, NodeJS.Timeout>();
@@ -51,11 +56,11 @@ export class Tenant {
     private readonly limits: TenantLimits,
     private readonly host: TenantHost,
   ) {
-    this.progress[0] = -1;
+    this.progress[Progress.Event] = -1;
     this.isolate = new ivm.Isolate({ memoryLimit: limits.memoryMiB });
     try {
       this.context = this.isolate.createContextSync();
-      installBridge(this.context, this, host, limits, this.progress.buffer as SharedArrayBuffer);
+      installBridge(this.context, this, limits, this.progress.buffer as SharedArrayBuffer, this.outputBuffer);
       this.isolate.compileScriptSync(runtime, { filename: 'islet:runtime' }).runSync(this.context, { release: true, ...this.budget });
       const api = this.context.global.getSync('__isletRuntime', { reference: true }) as ivm.Reference<Record<string, unknown>>;
       this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => void>;
@@ -109,20 +114,51 @@ export class Tenant {
     this.adoptRef.applySync(undefined, [list], { arguments: { copy: true }, ...this.budget });
   }
 
-  /** Runs the queued events in one call; their output reaches `TenantHost.output` as it is made. */
+  /** Runs the queued events in one call; their output reaches `TenantHost.output` in order, whether or not the call finishes. */
   dispatch(): void {
     const batch = this.batch;
     this.batch = [];
     this.lastBatch = batch;
-    this.dispatchRef.applySync(undefined, [batch], { arguments: { copy: true }, ...this.budget });
+    try {
+      this.dispatchRef.applySync(undefined, [batch], { arguments: { copy: true }, ...this.budget });
+    } finally {
+      this.takeShared();
+    }
+  }
+
+  /** The runtime's `createWebsocket`. */
+  connect(uri: unknown, handler: unknown, engine: unknown): number {
+    return this.host.connect(this, uri, handler, engine);
+  }
+
+  /** The runtime's output callback: what the shared buffer holds goes first, then this operation. */
+  output(op: unknown, id: unknown, text: unknown): void {
+    this.takeShared();
+    // The runtime passes primitives it made; anything else is dropped, not trusted.
+    if (op !== TAKE_SHARED && typeof op === 'number' && typeof id === 'number' && typeof text === 'string') this.host.output(this, op, id, text);
+  }
+
+  /** Hands on, in order, the operations the runtime wrote into the shared output buffer, and empties it. */
+  private takeShared(): void {
+    const end = Math.min(this.progress[Progress.Output]!, this.outputUnits.length);
+    if (end <= 0) return;
+    this.progress[Progress.Output] = 0;
+    const units = this.outputUnits;
+    for (let at = 0; at + OUTPUT_HEADER <= end; ) {
+      const text = at + OUTPUT_HEADER;
+      const next = text + units[at + 3]!;
+      if (next > end) break;
+      this.host.output(this, units[at]!, units[at + 1]! + units[at + 2]! * 0x10000, this.outputBytes.toString('utf16le', text * 2, next * 2));
+      at = next;
+    }
   }
 
   /** After a call that did not finish (stopped, or its isolate lost): where it was. Resets the progress for the next call. */
   takeStopped(): Stopped {
-    const at = this.progress[0]!;
-    const loading = this.progress[1]! > 0 ? (this.moduleNames[this.progress[1]! - 1] ?? null) : null;
-    this.progress[0] = -1;
-    this.progress[1] = 0;
+    const at = this.progress[Progress.Event]!;
+    const loading = this.progress[Progress.Loading]! > 0 ? (this.moduleNames[this.progress[Progress.Loading]! - 1] ?? null) : null;
+    this.progress[Progress.Event] = -1;
+    this.progress[Progress.Loading] = 0;
     return { at, loading };
   }
 
@@ -169,11 +205,12 @@ const BOOTSTRAP_GLOBALS = [
   '__isletSetTimer',
   '__isletClearTimer',
   '__isletOutput',
+  '__isletOutputBuffer',
   '__isletProgress',
   '__isletRuntime',
 ] as const;
 
-function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, limits: TenantLimits, progress: SharedArrayBuffer): void {
+function installBridge(context: ivm.Context, tenant: Tenant, limits: TenantLimits, progress: SharedArrayBuffer, output: SharedArrayBuffer): void {
   const global = context.global;
   global.setSync(
     '__isletConfig',
@@ -181,22 +218,17 @@ function installBridge(context: ivm.Context, tenant: Tenant, host: TenantHost, l
   );
   global.setSync(
     '__isletConnect',
-    new ivm.Callback(refusalsAsValues((uri: unknown, handler: unknown, engine: unknown) => host.connect(tenant, uri, handler, engine))),
+    new ivm.Callback(refusalsAsValues((uri: unknown, handler: unknown, engine: unknown) => tenant.connect(uri, handler, engine))),
   );
   global.setSync(
     '__isletSetTimer',
     new ivm.Callback(refusalsAsValues((id: unknown, ms: unknown, repeat: unknown) => tenant.setTimer(Number(id), Number(ms), repeat === true))),
   );
   global.setSync('__isletClearTimer', new ivm.Callback((id: unknown) => tenant.clearTimer(Number(id))));
-  global.setSync(
-    '__isletOutput',
-    new ivm.Callback((op: unknown, id: unknown, text: unknown) => {
-      // The runtime passes primitives it made; anything else is dropped, not trusted.
-      if (typeof op === 'number' && typeof id === 'number' && typeof text === 'string') host.output(tenant, op, id, text);
-    }),
-  );
+  global.setSync('__isletOutput', new ivm.Callback((op: unknown, id: unknown, text: unknown) => tenant.output(op, id, text)));
   // A SharedArrayBuffer is shared, not copied: the worker reads what the runtime wrote even after the isolate is gone.
   global.setSync('__isletProgress', new ivm.ExternalCopy(progress).copyInto({ release: true }));
+  global.setSync('__isletOutputBuffer', new ivm.ExternalCopy(output).copyInto({ release: true }));
 }
 
 /**

@@ -5,7 +5,7 @@
 // made: primitives the runtime made, never a tenant's own object, and
 // nothing held back in the isolate, where a memory limit would take it along.
 
-import { Op } from './wire.js';
+import { Op, OUTPUT_HEADER, Progress, SHARED_TEXT_MAX, TAKE_SHARED } from './wire.js';
 
 declare const __isletConfig: string;
 declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number | HostError;
@@ -13,6 +13,7 @@ declare const __isletSetTimer: (id: number, ms: number, repeat: boolean) => void
 declare const __isletClearTimer: (id: number) => void;
 declare const __isletOutput: (op: number, id: number, text: string) => void;
 declare const __isletProgress: SharedArrayBuffer;
+declare const __isletOutputBuffer: SharedArrayBuffer;
 
 export interface SandboxConfig {
   tenant: string;
@@ -146,12 +147,13 @@ export function then(
 }
 
 /**
- * Where the runtime is, shared with the worker, which reads it after a call
- * was stopped or its isolate died: [0] the index in the batch of the event
- * being handled (-1 between events), [1] 1 + the number of the module whose
- * code is loading (0: none). Stores into it run no tenant code.
+ * Where the runtime is, shared with the worker (slots: wire.ts, `Progress`),
+ * which reads it after a call was stopped or its isolate died, and the
+ * buffer short output is written into. Stores into them run no tenant code.
  */
 export const progress = new Int32Array(__isletProgress);
+const outputBuffer = new Uint16Array(__isletOutputBuffer);
+const charCodeAt = uncurry(String.prototype.charCodeAt);
 
 /** Length of the text this call has output so far. */
 let callOutput = 0;
@@ -160,11 +162,11 @@ let overflowed = false;
 
 /**
  * Hands one operation to the worker, now: output never waits in the
- * isolate, so a call that is stopped, throws a stray rejection or loses its
- * isolate has lost none of what it did before. `text` is a primitive
- * string. The output of one call is bounded here, by its length (known
- * without reading the text): one 64 KiB string logged a thousand times costs
- * the isolate almost nothing, but 64 MB in the worker.
+ * isolate's heap, so a call that is stopped, throws a stray rejection or
+ * loses its isolate has lost none of what it did before. `text` is a
+ * primitive string. The output of one call is bounded here, by its length
+ * (known without reading the text): one 64 KiB string logged a thousand
+ * times costs the isolate almost nothing, but 64 MB in the worker.
  */
 export function emit(op: number, id: number, text: string): void {
   if (overflowed) return;
@@ -175,7 +177,23 @@ export function emit(op: number, id: number, text: string): void {
     id = 0;
   }
   callOutput += text.length;
-  hostOutput(op, id, text);
+  const length = text.length;
+  if (length > SHARED_TEXT_MAX || id > 0xffffffff) {
+    hostOutput(op, id, text);
+    return;
+  }
+  let at = progress[Progress.Output]!;
+  if (at + OUTPUT_HEADER + length > outputBuffer.length) {
+    hostOutput(TAKE_SHARED, 0, '');
+    at = 0;
+  }
+  outputBuffer[at] = op;
+  outputBuffer[at + 1] = id & 0xffff;
+  outputBuffer[at + 2] = id >>> 16;
+  outputBuffer[at + 3] = length;
+  for (let i = 0; i < length; i++) outputBuffer[at + OUTPUT_HEADER + i] = charCodeAt(text, i);
+  // Only now is it the worker's: an isolate lost mid-write leaves no half operation.
+  progress[Progress.Output] = at + OUTPUT_HEADER + length;
 }
 
 /** A dispatch begins: its output is counted afresh. */

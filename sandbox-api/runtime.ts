@@ -22,7 +22,7 @@ import {
   stringSlice,
   then,
 } from './host.js';
-import { Event, Op } from './wire.js';
+import { Event, Op, Progress } from './wire.js';
 import { fireTimer, installTimers, watchdog } from './timers.js';
 import { installWasm } from './wasm.js';
 import {
@@ -80,8 +80,8 @@ function requireModule(name: string): unknown {
   }
   if (!record.loaded) {
     // A call stopped (or an isolate lost) while this is set fails the module: the worker reads it.
-    const outer = progress[1]!;
-    progress[1] = record.number + 1;
+    const outer = progress[Progress.Loading]!;
+    progress[Progress.Loading] = record.number + 1;
     try {
       record.exports = runFactory(record.factory);
       record.loaded = true;
@@ -90,7 +90,7 @@ function requireModule(name: string): unknown {
       failModule(name, errorText(error));
       return null;
     } finally {
-      progress[1] = outer;
+      progress[Progress.Loading] = outer;
     }
   }
   return record.exports;
@@ -285,7 +285,7 @@ function dispatch(batch: (number | string)[]): void {
   newCall();
   try {
     for (let i = 0; i + 2 < batch.length; i += 3) {
-      progress[0] = i;
+      progress[Progress.Event] = i;
       try {
         handleEvent(batch[i] as number, batch[i + 1] as number, batch[i + 2] as string);
       } catch (error) {
@@ -293,7 +293,7 @@ function dispatch(batch: (number | string)[]): void {
       }
     }
   } finally {
-    progress[0] = -1;
+    progress[Progress.Event] = -1;
   }
 }
 

@@ -5,10 +5,12 @@
 // cannot drift apart.
 //
 // Events go in as a flat array of triples [kind, id, text], copied by
-// isolated-vm. Output comes out one operation at a time, as it is made:
-// three primitives (op, id, text) passed to a host callback, so no tenant
-// code can run while they are copied, and nothing waits in the isolate for
-// a memory limit to take along.
+// isolated-vm. Output comes out one operation at a time, as it is made, so
+// nothing waits in the isolate for a memory limit to take along: a short
+// one is written into memory the worker shares (`OUTPUT_HEADER` units of
+// op and id and length, then the text's UTF-16 units), a long one is passed
+// to a host callback as three primitives, which first has the worker take
+// what the shared memory holds. No tenant code can run while either is read.
 
 /** Event kinds of a dispatch batch. */
 export const Event = { Open: 0, Message: 1, Error: 2, Close: 3, Timer: 4, Run: 5 } as const;
@@ -28,6 +30,26 @@ export const Op = {
   /** A module failed while it loaded (threw, or ran past its budget): `text` is `module\nerror`. It is not run again. */
   ModuleFailed: 5,
 } as const;
+
+/** The runtime's slots in the Int32Array it shares with the worker. */
+export const Progress = {
+  /** Index in the batch of the event being handled; -1 between events. */
+  Event: 0,
+  /** 1 + the worker's number of the module whose code is loading; 0: none. */
+  Loading: 1,
+  /** UTF-16 units of output written into the shared output buffer and not yet taken. */
+  Output: 2,
+  SLOTS: 3,
+} as const;
+
+/** Size of the shared output buffer; when an operation does not fit, the runtime has the worker take what is there first. */
+export const OUTPUT_BUFFER_BYTES = 64 * 1024;
+/** Units before each text in the shared output buffer: op, id (low and high 16 bits), text length. */
+export const OUTPUT_HEADER = 4;
+/** Texts up to this many units go through the shared buffer; longer ones cost less through the callback than written unit by unit. */
+export const SHARED_TEXT_MAX = 256;
+/** The op with which the runtime's callback asks the worker only to take the shared buffer. */
+export const TAKE_SHARED = -1;
 
 export const LOG_LEVELS = ['log', 'info', 'warn', 'error', 'debug'] as const;
 

@@ -19,6 +19,10 @@ exports.onMessage = (m, id) => {
   if (m === "loop") (function loop() { Promise.resolve().then(loop); })();
   if (m === "throw") throw new Error("thrown with no onError");
   if (m === "spin") for (;;);
+  if (m === "mixed") {
+    for (let i = 0; i < 3000; i++) ws.getSession(id).send(i >= 2000 && i % 7 === 0 ? String(i).padEnd(300 + (i % 3), ".") : ("s" + i).padEnd(200, "-"));
+    console.log("lone \\ud800 surrogate");
+  }
   if (m === "block") for (const end = Date.now() + 300; Date.now() < end; );
   if (m === "grow") for (const hoard = []; ; ) hoard.push(new Array(100000).fill(1));
   return "reply " + m;
@@ -88,6 +92,16 @@ describe('hazard: lost output', () => {
     expect(await attacker.receive(1)).to.deep.equal(['sent before spin']);
     expect(s.lines()).to.deep.equal(['logged before spin']);
     await victimAnswers(1);
+  });
+
+  // The first 2,000 fill the shared output buffer many times over; long ones after them go around it.
+  it('output: thousands of short and long sends of one call arrive whole and in order, through the shared buffer and around it', async () => {
+    attacker.ws.send('mixed');
+    const got = await attacker.receive(3002);
+    const expected = Array.from({ length: 3000 }, (_, i) => (i >= 2000 && i % 7 === 0 ? String(i).padEnd(300 + (i % 3), '.') : `s${i}`.padEnd(200, '-')));
+    expect(got).to.deep.equal(['sent before mixed', ...expected, 'reply mixed']);
+    expect(s.lines()).to.deep.equal(['logged before mixed', 'lone \ud800 surrogate']);
+    expect(s.errors).to.deep.equal([]);
   });
 
   it('lost output: islet run prints everything a script logged, then the mapped trace of its unhandled rejection, and exits 1', async () => {
