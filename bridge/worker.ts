@@ -137,9 +137,14 @@ const modules = new Map<string, Map<string, BundledCode | null>>();
 function tenantNamed(name: string): Tenant {
   let tenant = tenants.get(name);
   if (tenant !== undefined) return tenant;
+  // Each isolate and module takes a while: the watchdog sees these steps as progress.
+  progress.step();
   tenant = new Tenant(name, runtime, limits, host);
   tenants.set(name, tenant);
-  for (const [moduleName, module] of modules.get(name) ?? []) defineModule(tenant, moduleName, module);
+  for (const [moduleName, module] of modules.get(name) ?? []) {
+    progress.step();
+    defineModule(tenant, moduleName, module);
+  }
   const own = [...sockets.values()].filter((socket) => socket.tenant === name);
   if (own.length > 0) tenant.adopt(adoptList(own));
   return tenant;

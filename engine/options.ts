@@ -63,7 +63,8 @@ export interface ResolvedOptions {
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
   memoryMiB: [8, 16384],
   wasmMemoryMiB: [0, 65536],
-  callTimeoutMs: [1, 3_600_000],
+  // Shorter budgets can stop V8 mid-setup, where isolated-vm may fail to terminate the call and hang the worker.
+  callTimeoutMs: [10, 3_600_000],
   settleTimeoutMs: [1, 86_400_000],
   maxMessageBytes: [1, 256 * 1024 * 1024],
   maxClients: [0, 1_000_000],

@@ -257,6 +257,7 @@ export class SandboxWorker {
   /** The watchdog: when the process last showed progress (an `idle`, or a new call started), and the calls it had started then. */
   private lastProgress = 0;
   private lastCalls = 0;
+  private lastSteps = 0;
   private killedBecause: string | null = null;
 
   /** `livenessMs`: how long the process may show no progress while it has work, before the watchdog kills it. */
@@ -284,6 +285,7 @@ export class SandboxWorker {
     this.taken = 0;
     this.lastProgress = Date.now();
     this.lastCalls = 0;
+    this.lastSteps = 0;
     this.killedBecause = null;
     const watchdog = setInterval(() => this.watch(child, progress), LIVENESS_CHECK_MS).unref();
     const pipe = child.stdio[3] as Duplex;
@@ -379,8 +381,10 @@ export class SandboxWorker {
       return;
     }
     const calls = ProgressLog.read(progress, this.callsAtIdle).at(-1)?.calls ?? this.callsAtIdle;
-    if (calls !== this.lastCalls) {
+    const steps = ProgressLog.steps(progress);
+    if (calls !== this.lastCalls || steps !== this.lastSteps) {
       this.lastCalls = calls;
+      this.lastSteps = steps;
       this.lastProgress = now;
       return;
     }

@@ -163,6 +163,9 @@ describe('host limits', () => {
     const bogus = await runCli(['run', 'p/t.js', '--limit', 'bogus=1'], { cwd: root });
     expect(bogus.code).to.equal(1);
     expect(bogus.stderr).to.contain('ISLET_ERR_BAD_OPTION: limits.bogus is not a limit; known: memoryMiB, wasmMemoryMiB, callTimeoutMs');
+    const tooShort = await runCli(['run', 'p/t.js', '--limit', 'callTimeoutMs=5'], { cwd: root });
+    expect(tooShort.code).to.equal(1);
+    expect(tooShort.stderr).to.contain('ISLET_ERR_BAD_OPTION: limits.callTimeoutMs must be an integer from 10 to 3600000, got 5');
   });
 });
 

@@ -117,6 +117,12 @@ describe('host-worker protocol', () => {
       expect(ProgressLog.read(fd, 3)).to.deep.equal([{ calls: 4, seq: 9, tenant: 'c' }]);
       // That turn ended too: nothing was running.
       expect(ProgressLog.read(fd, 4)).to.deep.equal([]);
+      // Steps outside calls are counted apart, and leave the records alone.
+      expect(ProgressLog.steps(fd)).to.equal(0);
+      log.step();
+      log.step();
+      expect(ProgressLog.steps(fd)).to.equal(2);
+      expect(ProgressLog.read(fd, 3)).to.deep.equal([{ calls: 4, seq: 9, tenant: 'c' }]);
     } finally {
       closeSync(fd);
       rmSync(dir, { recursive: true, force: true });

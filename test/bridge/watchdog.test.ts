@@ -34,7 +34,8 @@ describe('hazard: watchdog', () => {
 
   it('watchdog: an idle worker is pinged and left alone', async () => {
     const root = makeRoot({ 'p/ok.js': 'console.log("ok");' });
-    const s = await serveRoot(root, { limits: { callTimeoutMs: 1 } });
+    // The watchdog's bound is 3,050 ms: waited out before the run.
+    const s = await serveRoot(root, { limits: { callTimeoutMs: 50 } });
     const [pid] = s.engine.workerPids;
     await new Promise((resolve) => setTimeout(resolve, 4500));
     await s.engine.run('p/ok.js');
