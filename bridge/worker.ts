@@ -15,7 +15,6 @@ import {
   ProgressLog,
   type BundledCode,
   type HostToWorker,
-  type LogLevel,
   type SocketInfo,
   type TenantLimits,
   type WorkerToHost,
