@@ -1,0 +1,224 @@
+// The Engine: lifecycle and wiring. It bundles tenant code, places each
+// tenant on a sandbox worker, and carries events and output between sockets
+// and tenants; each of those is a part of its own (see `Parts`). Its state
+// lives outside the instance, so the published typings show only the API.
+import { EventEmitter } from 'node:events';
+import type http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { IsletError } from '../bridge/errors.js';
+import { tenantOf } from '../bridge/handler-ids.js';
+import { Bundler } from './bundler.js';
+import type { Emit, Report } from './events.js';
+import { Handlers, SCRIPT_PREFIX } from './handlers.js';
+import type { EngineEvents, EngineStats } from './index.js';
+import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
+import type { Endpoint } from './projects.js';
+import { Quarantine } from './quarantine.js';
+import { Routes } from './routes.js';
+import { Runs, scriptPath } from './runs.js';
+import { Served } from './served.js';
+import { Sockets } from './sockets.js';
+import { Workers } from './workers.js';
+
+type State = 'new' | 'starting' | 'running' | 'closing' | 'closed';
+
+interface Parts {
+  options: ResolvedOptions;
+  bundler: Bundler;
+  quarantine: Quarantine;
+  runs: Runs;
+  handlers: Handlers;
+  sockets: Sockets;
+  workers: Workers;
+  served: Served;
+  routes: Routes;
+  state: State;
+  started: Promise<void> | null;
+}
+
+const partsOf = new WeakMap<Engine, Parts>();
+
+function parts(engine: Engine): Parts {
+  return partsOf.get(engine)!;
+}
+
+function assertRunning(p: Parts): void {
+  if (p.state !== 'running') throw new IsletError('ISLET_ERR_ENGINE_CLOSED', `the engine is ${p.state}; call start() first`);
+}
+
+export class Engine extends EventEmitter<EngineEvents> {
+  constructor(options: EngineOptions = {}) {
+    super();
+    const resolved = resolveOptions(options);
+    const emit: Emit = (event, ...args) => {
+      this.emit(event, ...args);
+    };
+    const report: Report = (where, error) => this.emit('hostError', { where, error: error instanceof Error ? error : new Error(String(error)) });
+    const bundler = new Bundler(resolved.root, resolved.limits.maxBundleBytes);
+    const handlers = new Handlers(resolved.root, bundler);
+    const quarantine = new Quarantine(resolved.quarantineMs);
+    const runs = new Runs();
+    const running = (): boolean => p.state === 'running';
+    const sockets = new Sockets({
+      loadHandler: (worker, info) => handlers.prepare(worker, info.tenant, info.handler),
+      handlerFailed: (worker, info, error) => {
+        worker.send({ t: 'moduleFailed', tenant: info.tenant, handler: info.handler }, info.tenant);
+        this.emit('tenantError', { tenant: info.tenant, error: error.message });
+      },
+      maxMessageBytes: resolved.limits.maxMessageBytes,
+      maxQueuedBytes: resolved.limits.maxQueuedBytes,
+      maxTenantQueuedBytes: resolved.limits.maxTenantQueuedBytes,
+      handshakeTimeoutMs: resolved.handshakeTimeoutMs,
+      outbound: resolved.outbound,
+    });
+    const workers = new Workers({
+      options: resolved,
+      bundler,
+      sockets,
+      handlers,
+      runs,
+      quarantine,
+      emit,
+      report,
+      closing: () => p.state === 'closing' || p.state === 'closed',
+    });
+    const served = new Served({ root: resolved.root, watch: resolved.watch, bundler, handlers, quarantine, workers: () => workers.list, emit, report, running });
+    const routes = new Routes({ options: resolved, served, handlers, sockets, workers, quarantine, emit, report, running });
+    const p: Parts = { options: resolved, bundler, quarantine, runs, handlers, sockets, workers, served, routes, state: 'new', started: null };
+    partsOf.set(this, p);
+  }
+
+  /** The projects root, resolved. */
+  get root(): string {
+    return parts(this).options.root;
+  }
+
+  /** Process ids of the sandbox workers (for supervision and tests). */
+  get workerPids(): (number | undefined)[] {
+    return parts(this).workers.list.map((w) => w.pid);
+  }
+
+  /** Starts the sandbox workers. Calling it again returns the same promise. */
+  start(): Promise<void> {
+    const p = parts(this);
+    if (p.started === null) {
+      p.state = 'starting';
+      p.started = (async () => {
+        await p.workers.start();
+        if (p.state === 'starting') p.state = 'running';
+      })();
+    }
+    return p.started;
+  }
+
+  /**
+   * Runs a tenant script (a path relative to the root, or absolute inside it)
+   * in its project's isolate. Resolves once the tenant has no outbound
+   * clients and no timers left (in a long-lived engine a tenant's runs share
+   * them); rejects with an IsletError on a bundle error, a refusal (limits,
+   * quarantine) or an uncaught exception, its stack mapped to the tenant's
+   * own lines.
+   */
+  async run(script: string): Promise<void> {
+    const p = parts(this);
+    assertRunning(p);
+    const relative = scriptPath(p.options.root, script);
+    const tenant = tenantOf(relative);
+    const quarantined = p.quarantine.refusal(tenant);
+    if (quarantined !== null) throw quarantined;
+    const bundle = await p.bundler.bundle(relative, SCRIPT_PREFIX + relative);
+    assertRunning(p);
+    const worker = p.workers.for(tenant);
+    const { id, done } = p.runs.add(tenant);
+    worker.send({ t: 'run', tenant, run: id, script: bundle }, tenant);
+    return done;
+  }
+
+  /** Closes every socket, stops the workers, fails pending runs. */
+  async close(): Promise<void> {
+    const p = parts(this);
+    if (p.state === 'closed' || p.state === 'closing') return;
+    const wasStarting = p.started;
+    p.state = 'closing';
+    if (wasStarting !== null) await wasStarting.catch(() => {});
+    p.runs.fail(() => true, new IsletError('ISLET_ERR_ENGINE_CLOSED', 'the engine closed while the script ran'));
+    p.served.close();
+    const servers = p.routes.close();
+    await p.sockets.closeAll();
+    await servers;
+    await p.workers.stop();
+    p.state = 'closed';
+  }
+
+  /**
+   * What the engine holds now: open sessions and outbound clients (host),
+   * tenant isolates and sockets known to the workers, and the host's active
+   * handles. For supervision, and for tests that check counts come back down.
+   */
+  async stats(): Promise<EngineStats> {
+    const p = parts(this);
+    assertRunning(p);
+    const held = await p.workers.stats();
+    const { sessions, clients } = p.sockets.counts();
+    return {
+      sessions,
+      clients,
+      isolates: held.isolates,
+      workerSockets: held.sockets,
+      handles: (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().length,
+    };
+  }
+
+  /** The endpoints served, from the `*.websocket` descriptors under the root. */
+  endpoints(): Endpoint[] {
+    return parts(this).served.list();
+  }
+
+  /**
+   * Serves the endpoints on an existing Node HTTP server (an Express or
+   * Fastify app's): upgrades under /websockets/v4/service/ are islet's, every
+   * other path and request is left to the server's own listeners. Static
+   * project pages are opt-in there, through `handleRequest`.
+   */
+  attach(server: http.Server): void {
+    const p = parts(this);
+    assertRunning(p);
+    p.served.load();
+    p.routes.attach(server);
+  }
+
+  /**
+   * Serves the endpoints and the projects' static pages on a new HTTP server
+   * (what `islet serve` does). Any other path gets 404.
+   */
+  async listen(port = 8080, host = '127.0.0.1'): Promise<http.Server> {
+    const p = parts(this);
+    assertRunning(p);
+    return p.routes.listen(port, host);
+  }
+
+  /** Takes an upgrade under /websockets/v4/service/; returns false for any other path. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    return parts(this).routes.handleUpgrade(req, socket, head);
+  }
+
+  /** Serves the projects' static pages; returns false for any other path. */
+  handleRequest(req: IncomingMessage, res: ServerResponse): boolean {
+    return parts(this).routes.handleRequest(req, res);
+  }
+
+  /**
+   * An embedder's listener that throws must not break what the engine was
+   * doing when it told it (a worker restart, a frame): its exception is
+   * reported as `hostError`, and a throwing `hostError` listener is ignored.
+   */
+  override emit<K extends keyof EngineEvents>(event: K, ...args: EngineEvents[K]): boolean {
+    try {
+      return super.emit(event as never, ...(args as never));
+    } catch (error) {
+      if (event !== 'hostError') this.emit('hostError', { where: `a listener of "${String(event)}"`, error: error instanceof Error ? error : new Error(String(error)) });
+      return true;
+    }
+  }
+}

@@ -1,0 +1,195 @@
+// The sandbox workers as the engine sees them: placement of tenants, socket
+// id blocks, the messages workers send, and what a worker's death means
+// (restart, the blame, quarantine).
+import { IsletError } from '../bridge/errors.js';
+import { tenantOf } from '../bridge/handler-ids.js';
+import { ID_BLOCK, type WorkerToHost } from '../bridge/protocol.js';
+import { type Bundler, bundleRuntime } from './bundler.js';
+import type { Emit, Report } from './events.js';
+import type { Handlers } from './handlers.js';
+import type { ResolvedOptions } from './options.js';
+import type { Quarantine } from './quarantine.js';
+import type { Runs } from './runs.js';
+import type { Sockets } from './sockets.js';
+import { SandboxWorker, type WorkerListener } from './supervisor.js';
+
+/** How long past its call budget a worker may show no progress before the watchdog kills it. */
+const LIVENESS_GRACE_MS = 3000;
+
+/** What the workers need of the rest of the engine. */
+export interface WorkersHost {
+  options: ResolvedOptions;
+  bundler: Bundler;
+  sockets: Sockets;
+  handlers: Handlers;
+  runs: Runs;
+  quarantine: Quarantine;
+  emit: Emit;
+  report: Report;
+  /** The engine is closing: a worker's exit is expected. */
+  closing(): boolean;
+}
+
+export class Workers {
+  readonly list: SandboxWorker[] = [];
+  private runtime = '';
+  private nextIdBlock = 1;
+  private hostIds = { next: 0, end: 0 };
+  private readonly asks = new Map<number, (reply: { isolates: number; sockets: number }) => void>();
+  private nextAsk = 1;
+
+  constructor(private readonly host: WorkersHost) {}
+
+  async start(): Promise<void> {
+    this.runtime = await bundleRuntime();
+    const livenessMs = this.host.options.limits.callTimeoutMs + LIVENESS_GRACE_MS;
+    for (let i = 0; i < this.host.options.workers; i++) {
+      this.list.push(new SandboxWorker(i, () => this.initMessage(), this.listener, livenessMs));
+    }
+    await Promise.all(this.list.map((w) => w.start()));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.list.map((w) => w.stop()));
+  }
+
+  /** A tenant stays on the worker it was first placed on: the least loaded one. */
+  for(tenant: string): SandboxWorker {
+    for (const worker of this.list) if (worker.tenants.has(tenant)) return worker;
+    let best = this.list[0]!;
+    for (const worker of this.list) if (worker.tenants.size < best.tenants.size) best = worker;
+    best.tenants.add(tenant);
+    return best;
+  }
+
+  /** Socket ids for sessions come from blocks, like the workers' client ids. */
+  allocateId(): number {
+    if (this.hostIds.next >= this.hostIds.end) {
+      const from = this.nextIdBlock++ * ID_BLOCK;
+      this.hostIds = { next: from, end: from + ID_BLOCK };
+    }
+    return this.hostIds.next++;
+  }
+
+  /** Tenant isolates and sockets the workers hold now. */
+  async stats(): Promise<{ isolates: number; sockets: number }> {
+    const replies = await Promise.all(
+      this.list.map(
+        (worker) =>
+          new Promise<{ isolates: number; sockets: number }>((resolve) => {
+            const ask = this.nextAsk++;
+            this.asks.set(ask, resolve);
+            worker.send({ t: 'stats', ask }, '');
+          }),
+      ),
+    );
+    return { isolates: replies.reduce((n, r) => n + r.isolates, 0), sockets: replies.reduce((n, r) => n + r.sockets, 0) };
+  }
+
+  private initMessage() {
+    const ids = this.nextIdBlock++ * ID_BLOCK;
+    return { t: 'init', runtime: this.runtime, root: this.host.options.root, limits: this.host.options.limits, ids } as const;
+  }
+
+  private readonly listener: WorkerListener = {
+    control: (worker, message) => this.onMessage(worker, message),
+    text: (worker, id, payload) => {
+      if (this.host.sockets.owns(worker, id)) this.host.sockets.send(id, payload);
+    },
+    chunkDone: () => this.host.sockets.uncorkAll(),
+    failed: (worker, error) => this.host.report(`message from sandbox worker ${worker.index}`, error),
+    ready: (worker) => {
+      // A restarted worker gets its tenants' open sockets back, with their
+      // handler bundles, before anything that was queued while it was down.
+      const sockets = this.host.sockets.ofWorker(worker);
+      if (sockets.length === 0) return;
+      this.host.handlers.resend(worker, sockets);
+      worker.sendFirst({ t: 'adopt', sockets });
+    },
+    exit: (worker, { pid, code, signal, running, why }) => {
+      if (this.host.closing()) return;
+      this.host.emit('workerExit', { worker: worker.index, pid, code, signal });
+      if (running !== null) this.killedBy(running, why);
+      this.host.runs.fail(
+        (tenant) => worker.tenants.has(tenant),
+        new IsletError('ISLET_ERR_WORKER_DIED', `sandbox worker ${worker.index} died (${why}) while running a script; it is being restarted`),
+      );
+      worker.start().then(
+        () => this.host.emit('workerRestart', { worker: worker.index, pid: worker.pid }),
+        () => {},
+      );
+    },
+  };
+
+  /** The worker died while `tenant`'s code ran: tell the tenant; it counts toward quarantine. */
+  private killedBy(tenant: string, how: string): void {
+    this.host.emit('tenantError', {
+      tenant,
+      error: `ISLET_ERR_WORKER_DIED: the sandbox worker died (${how}) while this tenant's code ran; the events of that call are lost`,
+    });
+    this.strike(tenant, how);
+  }
+
+  /**
+   * The tenant's code brought its worker down, or held it far past its
+   * budget: three times in a minute is quarantine. Its sockets close, and its
+   * isolate is discarded with its timers (code that keeps coming back on a
+   * timer would go on holding the worker).
+   */
+  private strike(tenant: string, how: string): void {
+    const { quarantine, sockets, emit } = this.host;
+    if (!quarantine.crashed(tenant, how)) return;
+    emit('tenantQuarantined', { tenant, error: quarantine.refusal(tenant)! });
+    // 1013: try again later (RFC 6455 7.4.1, IANA registry).
+    sockets.closeTenant(tenant, 1013, 'tenant quarantined');
+    for (const worker of this.list) if (worker.tenants.has(tenant)) worker.send({ t: 'evict', tenant }, tenant);
+  }
+
+  /** A worker's message, checked by the supervisor's decoder; one about a tenant not placed on that worker is ignored. */
+  private onMessage(worker: SandboxWorker, message: WorkerToHost): void {
+    const { sockets, emit, bundler } = this.host;
+    switch (message.t) {
+      case 'needIds':
+        worker.send({ t: 'ids', from: this.nextIdBlock++ * ID_BLOCK }, '');
+        break;
+      case 'connect':
+        if (!worker.tenants.has(message.socket.tenant)) break;
+        sockets.open(worker, message.socket).catch((error: unknown) => this.host.report('opening a client', error));
+        break;
+      case 'close':
+        if (sockets.owns(worker, message.id)) sockets.closeFor(message.id, message.code, message.reason);
+        break;
+      case 'log':
+        emit('log', { tenant: message.tenant, level: message.level, text: message.text });
+        break;
+      case 'tenantError':
+        emit('tenantError', { tenant: message.tenant, error: bundler.mapStack(message.error) });
+        break;
+      case 'overran': {
+        if (!worker.tenants.has(message.tenant)) break;
+        const how = `a call ran ${message.ms} ms, over twice its budget of ${this.host.options.limits.callTimeoutMs} ms, in code the budget could not stop`;
+        emit('tenantError', { tenant: message.tenant, error: `ISLET_ERR_TIMEOUT: ${how}` });
+        this.strike(message.tenant, how);
+        break;
+      }
+      case 'moduleFailed': {
+        if (!worker.tenants.has(message.tenant) || tenantOf(message.module) !== message.tenant) break;
+        // Reported once; its sockets close (1011: the server cannot go on with them), and new ones are refused until its files change.
+        this.host.handlers.markFailed(message.module, message.file);
+        emit('tenantError', {
+          tenant: message.tenant,
+          error: `ISLET_ERR_HANDLER_FAILED: ${message.module} failed while it loaded; its sockets are closed: ${bundler.mapStack(message.error)}`,
+        });
+        sockets.closeHandler(message.tenant, message.module, 1011, `handler ${message.module} failed to load`);
+        break;
+      }
+      case 'stats':
+        this.asks.get(message.ask)?.({ isolates: message.isolates, sockets: message.sockets });
+        this.asks.delete(message.ask);
+        break;
+      case 'runDone':
+        this.host.runs.done(message.run, message.error === undefined ? undefined : bundler.mapStack(message.error));
+        break;
+    }
+  }
+}
