@@ -138,7 +138,7 @@ function start(name: TargetName, root: string): Promise<Target> {
 
 function workerPids(host: ChildProcess): number[] {
   try {
-    return execFileSync('pgrep', ['-P', String(host.pid), '-f', 'bridge/worker.js']).toString().trim().split('\n').map(Number);
+    return execFileSync('pgrep', ['-P', String(host.pid), '-f', 'bridge/main.js']).toString().trim().split('\n').map(Number);
   } catch {
     return [];
   }

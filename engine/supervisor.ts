@@ -22,7 +22,7 @@ import {
   type WorkerToHost,
 } from '../bridge/protocol.js';
 
-const WORKER_ENTRY = fileURLToPath(new URL('../bridge/worker.js', import.meta.url));
+const WORKER_ENTRY = fileURLToPath(new URL('../bridge/main.js', import.meta.url));
 const WORKER_ARGS = [
   // isolated-vm needs it.
   '--no-node-snapshot',

@@ -74,7 +74,7 @@ describe('sandbox worker death', () => {
         if (stdout.includes('started')) resolve();
       }),
     );
-    const workerPid = Number(execFileSync('pgrep', ['-P', String(child.pid), '-f', 'bridge/worker.js']).toString().trim());
+    const workerPid = Number(execFileSync('pgrep', ['-P', String(child.pid), '-f', 'bridge/main.js']).toString().trim());
     process.kill(workerPid, 'SIGKILL');
     const [code] = (await once(child, 'close')) as [number];
     expect(code).to.equal(1);
