@@ -2,7 +2,8 @@
 // frame channel to the host (fd 3) and the progress log (fd 4), and hands
 // every chunk it reads to the Worker.
 import net from 'node:net';
-import { FrameWriter, PROGRESS_FD, ProgressLog } from './protocol.js';
+import { PROGRESS_FD, ProgressLog } from './progress-log.js';
+import { FrameWriter } from './protocol.js';
 import { Worker } from './worker.js';
 
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });

@@ -3,7 +3,8 @@
 // call, and sends the tenant's output back. It trusts the host and nothing
 // that comes out of an isolate: every output is checked here (types, sizes,
 // which tenant owns the socket) before it is forwarded. main.ts runs it.
-import { FrameKind, FrameReader, type FrameWriter, type ProgressLog, type BundledCode, type HostToWorker, type SocketInfo, type TenantLimits, type WorkerToHost } from './protocol.js';
+import type { ProgressLog } from './progress-log.js';
+import { FrameKind, FrameReader, type FrameWriter, type BundledCode, type HostToWorker, type SocketInfo, type TenantLimits, type WorkerToHost } from './protocol.js';
 import { decodeClose, LOG_LEVELS } from '../sandbox-api/wire.js';
 import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
 import { WorkerSockets } from './worker-sockets.js';

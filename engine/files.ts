@@ -2,8 +2,11 @@
 // between a check of a path and its open, a FIFO may block an open, a file
 // may be gigabytes. A file is opened first (without blocking) and judged by
 // what was opened: its real path as the open descriptor names it, its type
-// and its size.
-import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync, realpathSync } from 'node:fs';
+// and its size. Whether a file is a project's own is decided on its real
+// path (links followed).
+import { closeSync, constants, fstatSync, openSync, readlinkSync, readSync, realpathSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { isInside, tenantOf } from '../bridge/handler-ids.js';
 
 export interface OpenedFile {
   fd: number;
@@ -52,5 +55,34 @@ export function readOpened(opened: OpenedFile): Buffer {
     return data.subarray(0, filled);
   } finally {
     closeSync(opened.fd);
+  }
+}
+
+export const OUTSIDE = Symbol('outside the project');
+
+/** A real path, relative to the root, when it is a file of `project`; null when it lies elsewhere. */
+export function ownRelative(realRoot: string, project: string, real: string): string | null {
+  const own = path.relative(realRoot, real).split(path.sep).join('/');
+  return isInside(realRoot, real) && tenantOf(own) === project ? own : null;
+}
+
+/**
+ * Where `relative` (root-relative) really is, root-relative, when it is a
+ * file of `project`; OUTSIDE when it exists but really lies elsewhere (a
+ * link); null when there is no such file.
+ */
+export function ownFile(realRoot: string, project: string, relative: string): string | typeof OUTSIDE | null {
+  let real: string;
+  try {
+    real = realpathSync(path.join(realRoot, relative));
+  } catch {
+    return null;
+  }
+  const own = ownRelative(realRoot, project, real);
+  if (own === null) return OUTSIDE;
+  try {
+    return statSync(real).isFile() ? own : null;
+  } catch {
+    return null;
   }
 }

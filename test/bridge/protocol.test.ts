@@ -4,7 +4,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { FrameKind, FrameReader, FrameWriter, ProgressLog } from '../../bridge/protocol.js';
+import { ProgressLog } from '../../bridge/progress-log.js';
+import { FrameKind, FrameReader, FrameWriter } from '../../bridge/protocol.js';
 
 describe('host-worker protocol', () => {
   it('protocol: frames written in one batch come out whole and in order, however the byte stream is split', async () => {
