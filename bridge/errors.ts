@@ -1,7 +1,7 @@
 // The one catalogue of islet's error codes. Host code throws `IsletError`;
 // errors raised inside an isolate (by the sandbox API or a host function)
 // reach tenant code as plain `Error`s whose message starts with the code.
-// test/errors.test.ts checks that every code used anywhere is listed here and
+// test/bridge/errors.test.ts checks that every code used anywhere is listed here and
 // documented in the README.
 
 export const ErrorCodes = {

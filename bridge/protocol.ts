@@ -54,12 +54,14 @@ export interface TenantLimits {
 /** A socket as the worker's tenant sees it; sent again when a tenant is recreated. */
 export interface SocketInfo {
   id: number;
+  /** An outbound client a tenant made (`createWebsocket`), or a session on one of its endpoints. */
+  kind: 'client' | 'session';
   tenant: string;
   handler: string;
   uri: string;
   engine: string;
   state: 'connecting' | 'open' | 'closing';
-  /** The endpoint a session came in on; '' for an outbound client. */
+  /** The endpoint a session came in on; '' for a client. */
   endpoint: string;
 }
 
@@ -109,14 +111,14 @@ export type WorkerToHost =
   /** A handler module (bundle `file`) failed while it loaded; it is not run again. */
   | { t: 'moduleFailed'; tenant: string; module: string; file: string; error: string };
 
-type FieldType = 'number' | 'string' | 'socket' | 'level' | 'number?' | 'string?';
+type FieldType = 'number' | 'string' | 'client' | 'level' | 'number?' | 'string?';
 
 /** The fields of every message a worker may send, by type: what the host checks before it acts. */
 const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
   ready: {},
   idle: { seq: 'number', calls: 'number' },
   needIds: {},
-  connect: { socket: 'socket' },
+  connect: { socket: 'client' },
   close: { id: 'number', tenant: 'string', code: 'number?', reason: 'string?' },
   log: { tenant: 'string', level: 'level', text: 'string' },
   runDone: { run: 'number', error: 'string?' },
@@ -128,6 +130,7 @@ const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
 const LEVELS: readonly string[] = LOG_LEVELS;
 const SOCKET_FIELDS: Record<keyof SocketInfo, FieldType> = {
   id: 'number',
+  kind: 'string',
   tenant: 'string',
   handler: 'string',
   uri: 'string',
@@ -148,8 +151,12 @@ function fieldOk(value: unknown, type: FieldType): boolean {
       return value === undefined || typeof value === 'string';
     case 'level':
       return typeof value === 'string' && LEVELS.includes(value);
-    case 'socket':
-      return typeof value === 'object' && value !== null && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk((value as Record<string, unknown>)[name], t));
+    case 'client': {
+      // The only socket a worker makes is a new client: a session is the host's to make.
+      if (typeof value !== 'object' || value === null) return false;
+      const socket = value as Record<string, unknown>;
+      return socket.kind === 'client' && socket.endpoint === '' && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk(socket[name], t));
+    }
   }
 }
 

@@ -48,14 +48,14 @@ export class WorkerSockets {
   keep(socket: SocketInfo): void {
     if (this.byId.has(socket.id)) this.drop(socket.id);
     this.byId.set(socket.id, socket);
-    if (socket.endpoint === '') this.clients.set(socket.tenant, this.clientCount(socket.tenant) + 1);
+    if (socket.kind === 'client') this.clients.set(socket.tenant, this.clientCount(socket.tenant) + 1);
   }
 
   drop(id: number): void {
     const socket = this.byId.get(id);
     if (socket === undefined) return;
     this.byId.delete(id);
-    if (socket.endpoint !== '') return;
+    if (socket.kind !== 'client') return;
     const left = this.clientCount(socket.tenant) - 1;
     if (left > 0) this.clients.set(socket.tenant, left);
     else this.clients.delete(socket.tenant);
@@ -84,7 +84,7 @@ export class WorkerSockets {
     if (this.clientCount(tenant) >= maxClients) {
       throw new IsletError('ISLET_ERR_LIMIT', `tenant "${tenant}" already has ${maxClients} clients (limit maxClients)`);
     }
-    const socket: SocketInfo = { id: this.allocateId(), tenant, handler: resolved.id, uri, engine: engineName, state: 'connecting', endpoint: '' };
+    const socket: SocketInfo = { id: this.allocateId(), kind: 'client', tenant, handler: resolved.id, uri, engine: engineName, state: 'connecting', endpoint: '' };
     this.keep(socket);
     return socket;
   }

@@ -4,9 +4,11 @@
 // that comes out of an isolate: every output is checked here (types, sizes,
 // which tenant owns the socket) before it is forwarded. main.ts runs it.
 import type { ProgressLog } from './progress-log.js';
-import { FrameKind, FrameReader, type FrameWriter, type BundledCode, type HostToWorker, type SocketInfo, type TenantLimits, type WorkerToHost } from './protocol.js';
+import { FrameKind, FrameReader, type FrameWriter, type HostToWorker, type SocketInfo, type TenantLimits, type WorkerToHost } from './protocol.js';
 import { decodeClose, LOG_LEVELS } from '../sandbox-api/wire.js';
 import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
+import { WorkerModules } from './worker-modules.js';
+import { WorkerRuns } from './worker-runs.js';
 import { WorkerSockets } from './worker-sockets.js';
 
 /** How far past twice its budget a call may run before it counts as an overrun (a stopped call takes a little longer than its budget). */
@@ -22,10 +24,13 @@ export class Worker {
     () => this.send({ t: 'needIds' }),
     () => this.limits,
   );
-  /** Pending script runs per tenant; a run ends when its tenant is idle. */
-  private readonly runs = new Map<string, Set<number>>();
-  /** Handler bundles per tenant (null: failed), kept to define them again in a recreated isolate. */
-  private readonly modules = new Map<string, Map<string, BundledCode | null>>();
+  /** Pending script runs per tenant. */
+  private readonly runs = new WorkerRuns((message) => this.send(message));
+  /** Handler bundles per tenant, kept to define them again in a recreated isolate. */
+  private readonly modules = new WorkerModules(
+    (message) => this.send(message),
+    (tenant, error) => this.runs.uncaught(tenant, 0, error),
+  );
   /** Tenants with events for the next turn. */
   private readonly dirty = new Set<Tenant>();
   /** Tenants whose call of the last turn ran to its budget. */
@@ -83,47 +88,10 @@ export class Worker {
     this.progress.step();
     tenant = new Tenant(name, this.runtime, this.limits, this.host);
     this.tenants.set(name, tenant);
-    for (const [moduleName, module] of this.modules.get(name) ?? []) {
-      this.progress.step();
-      this.defineModule(tenant, moduleName, module);
-    }
+    this.modules.defineAll(tenant, () => this.progress.step());
     const own = this.sockets.of(name);
     if (own.length > 0) tenant.adopt(adoptList(own));
     return tenant;
-  }
-
-  private defineModule(tenant: Tenant, name: string, module: BundledCode | null): void {
-    if (module === null) {
-      tenant.defineFailed(name);
-      return;
-    }
-    try {
-      tenant.define(module);
-    } catch (error) {
-      tenant.defineFailed(name);
-      this.uncaught(tenant.name, 0, `ISLET_ERR_HANDLER_FAILED: ${name}: ${(error as Error).message}`);
-    }
-  }
-
-  private storeModule(tenantName: string, name: string, module: BundledCode | null): void {
-    let own = this.modules.get(tenantName);
-    if (own === undefined) this.modules.set(tenantName, (own = new Map()));
-    own.set(name, module);
-    const tenant = this.tenants.get(tenantName);
-    if (tenant !== undefined) this.defineModule(tenant, name, module);
-  }
-
-  /**
-   * A module failed while it loaded: reported once, and not run again in a
-   * recreated isolate (the current one, if any, knows already or is told by
-   * the caller: this runs inside a call into it too).
-   */
-  private failModule(tenantName: string, name: string, error: string): void {
-    const own = this.modules.get(tenantName);
-    const module = own?.get(name);
-    if (own === undefined || module === undefined || module === null) return;
-    own.set(name, null);
-    this.send({ t: 'moduleFailed', tenant: tenantName, module: name, file: module.file, error });
   }
 
   private queue(tenant: Tenant, kind: number, id: number, text: string): void {
@@ -199,7 +167,7 @@ export class Worker {
       // Its stack runs on into this process's frames, past isolated-vm's boundary: those say nothing about the tenant.
       const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : message;
       const boundary = stack.indexOf('\n    at (<isolated-vm boundary>)');
-      this.uncaught(tenant.name, 0, `ISLET_ERR_UNCAUGHT: unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}`);
+      this.runs.uncaught(tenant.name, 0, `ISLET_ERR_UNCAUGHT: unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}`);
       this.settleRuns(tenant.name);
       return;
     }
@@ -217,7 +185,7 @@ export class Worker {
     }
     if (stopped.loading !== null) {
       const detail = lost ? `${fault}, while the module loaded` : 'ISLET_ERR_TIMEOUT: its code ran past the call budget while the module loaded (limit callTimeoutMs)';
-      this.failModule(tenant.name, stopped.loading, detail);
+      this.modules.fail(tenant.name, stopped.loading, detail);
       if (!lost) {
         try {
           tenant.defineFailed(stopped.loading);
@@ -243,16 +211,16 @@ export class Worker {
     const kind = ran ? (batch[at] as number) : -1;
     const id = ran ? (batch[at + 1] as number) : 0;
     const next: Batch = [];
-    if (!ran) this.uncaught(tenant.name, 0, lost ? fault : `${fault}; it was stopped`);
+    if (!ran) this.runs.uncaught(tenant.name, 0, lost ? fault : `${fault}; it was stopped`);
     else if (kind === Event.Run) {
-      this.uncaught(tenant.name, id, lost ? fault : `${fault}; the script was stopped`);
-      if (lost) this.failRuns(tenant.name, fault);
-    } else if (kind === Event.Timer) this.uncaught(tenant.name, 0, lost ? fault : `${fault}; a timer callback was stopped`);
+      this.runs.uncaught(tenant.name, id, lost ? fault : `${fault}; the script was stopped`);
+      if (lost) this.runs.fail(tenant.name, fault);
+    } else if (kind === Event.Timer) this.runs.uncaught(tenant.name, 0, lost ? fault : `${fault}; a timer callback was stopped`);
     // onError hears of it, unless onError is what failed: then only the host does.
     else if (kind !== Event.Error && this.sockets.owns(tenant.name, id)) {
       next.push(Event.Error, id, `${fault}; its handler was stopped`);
-      if (lost) this.uncaught(tenant.name, 0, fault);
-    } else this.uncaught(tenant.name, 0, `${fault}; its handler was stopped`);
+      if (lost) this.runs.uncaught(tenant.name, 0, fault);
+    } else this.runs.uncaught(tenant.name, 0, `${fault}; its handler was stopped`);
     if (ran) next.push(...batch.slice(at + 3));
     // Events queued for the lost isolate go to its successor.
     if (lost) next.push(...tenant.batch);
@@ -263,7 +231,7 @@ export class Worker {
       try {
         target = this.tenantNamed(tenant.name);
       } catch (error) {
-        this.uncaught(tenant.name, 0, `tenant "${tenant.name}" could not get a new isolate: ${(error as Error).message}`);
+        this.runs.uncaught(tenant.name, 0, `tenant "${tenant.name}" could not get a new isolate: ${(error as Error).message}`);
         return;
       }
     }
@@ -279,7 +247,7 @@ export class Worker {
         if (!this.sockets.owns(tenant.name, id)) break;
         const max = this.limits.maxMessageBytes;
         if (this.writer.text(FrameKind.TextOut, id, text, max) < 0) {
-          this.uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${Buffer.byteLength(text)} bytes not sent (limit maxMessageBytes ${max})`);
+          this.runs.uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${Buffer.byteLength(text)} bytes not sent (limit maxMessageBytes ${max})`);
         }
         break;
       }
@@ -296,11 +264,11 @@ export class Worker {
       case Op.ModuleFailed: {
         // The runtime has marked it failed in this isolate; the worker does for the next ones.
         const newline = text.indexOf('\n');
-        this.failModule(tenant.name, text.slice(0, newline), text.slice(newline + 1));
+        this.modules.fail(tenant.name, text.slice(0, newline), text.slice(newline + 1));
         break;
       }
       case Op.Error:
-        this.uncaught(tenant.name, id, text);
+        this.runs.uncaught(tenant.name, id, text);
         break;
       case Op.HandlerError:
         this.send({ t: 'tenantError', tenant: tenant.name, error: text });
@@ -308,36 +276,12 @@ export class Worker {
     }
   }
 
-  /** Fails every pending run of a tenant. */
-  private failRuns(tenant: string, error: string): void {
-    const pending = this.runs.get(tenant);
-    if (pending === undefined) return;
-    for (const id of pending) this.send({ t: 'runDone', run: id, error });
-    pending.clear();
-  }
-
-  /** An error nothing caught fails the run it came from, else every pending run, else is reported. */
-  private uncaught(tenant: string, run: number, error: string): void {
-    const pending = this.runs.get(tenant);
-    if (run !== 0 && pending?.delete(run)) {
-      this.send({ t: 'runDone', run, error });
-      return;
-    }
-    if (pending !== undefined && pending.size > 0) {
-      this.failRuns(tenant, error);
-      return;
-    }
-    this.send({ t: 'tenantError', tenant, error });
-  }
-
   /** A run is done when its tenant has no timers and no clients left. */
   private settleRuns(name: string): void {
-    const pending = this.runs.get(name);
-    if (pending === undefined || pending.size === 0) return;
+    if (!this.runs.has(name)) return;
     const tenant = this.tenants.get(name);
     if (tenant !== undefined && (tenant.pendingTimers > 0 || this.sockets.clientCount(name) > 0)) return;
-    for (const run of pending) this.send({ t: 'runDone', run });
-    pending.clear();
+    this.runs.finish(name);
   }
 
   private onFrame(kind: number, id: number, payload: Buffer): void {
@@ -365,21 +309,19 @@ export class Worker {
         this.sockets.addIdBlock(message.from);
         break;
       case 'module':
-        this.storeModule(message.tenant, message.module.name, message.module);
+        this.modules.store(message.tenant, message.module.name, message.module, this.tenants.get(message.tenant));
         break;
       case 'moduleFailed':
-        this.storeModule(message.tenant, message.handler, null);
+        this.modules.store(message.tenant, message.handler, null, this.tenants.get(message.tenant));
         break;
       case 'run': {
         let tenant: Tenant;
         try {
           tenant = this.tenantNamed(message.tenant);
-          let pending = this.runs.get(message.tenant);
-          if (pending === undefined) this.runs.set(message.tenant, (pending = new Set()));
-          pending.add(message.run);
+          this.runs.add(message.tenant, message.run);
           tenant.define(message.script);
         } catch (error) {
-          this.uncaught(message.tenant, message.run, (error as Error).stack ?? String(error));
+          this.runs.uncaught(message.tenant, message.run, (error as Error).stack ?? String(error));
           break;
         }
         this.queue(tenant, Event.Run, message.run, message.script.name);
@@ -406,7 +348,7 @@ export class Worker {
         this.tenants.delete(message.tenant);
         this.dirty.delete(tenant);
         tenant.dispose();
-        this.uncaught(message.tenant, 0, 'ISLET_ERR_QUARANTINED: the tenant was quarantined; its isolate was discarded');
+        this.runs.uncaught(message.tenant, 0, 'ISLET_ERR_QUARANTINED: the tenant was quarantined; its isolate was discarded');
         break;
       }
       case 'accept': {

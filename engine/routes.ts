@@ -166,6 +166,7 @@ export class Routes {
       }
       sockets.accept(worker, {
         id: workers.allocateId(),
+        kind: 'session',
         tenant: endpoint.project,
         handler: endpoint.handler,
         uri: endpoint.path,

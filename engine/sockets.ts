@@ -11,6 +11,7 @@ import WebSocket from 'ws';
 import type { SocketInfo } from '../bridge/protocol.js';
 import { type OutboundPolicy, refused } from './outbound.js';
 import type { SandboxWorker } from './supervisor.js';
+import { TenantQueues } from './tenant-queues.js';
 
 /** A close a tenant asked for before the socket opened. */
 const CLOSE = null;
@@ -18,8 +19,6 @@ const CLOSE = null;
 const CLOSE_GRACE_MS = 1000;
 /** Where a coupled ws socket keeps its HostSocket. */
 const HOST_SOCKET = Symbol('islet host socket');
-/** How often a tenant over its queued-bytes limit is counted again from its sockets. */
-const RECOUNT_MS = 100;
 
 interface HostSocket {
   info: SocketInfo;
@@ -71,21 +70,8 @@ export class Sockets {
   private readonly corked = new Set<WebSocket>();
   /** Open sessions per tenant, for maxSessions. */
   private readonly sessionCounts = new Map<string, number>();
-  /**
-   * Bytes waiting on each tenant's sockets, for maxTenantQueuedBytes. A
-   * socket's share is brought up to date when it sends; shares of sockets
-   * that drained since are too high, so a total that looks over the limit is
-   * counted again from every socket of the tenant (at most every RECOUNT_MS).
-   */
-  private readonly tenantQueued = new Map<string, { bytes: number; countedAt: number }>();
-  /**
-   * Tenants whose sockets hold more than half their queued-bytes limit: the
-   * host stops reading what their peers send, so a tenant that answers each
-   * message with more than its peers take is slowed down (its own events
-   * wait in TCP) instead of having its messages dropped. Checked again every
-   * RECOUNT_MS until the queues are down to a quarter.
-   */
-  private readonly throttled = new Map<string, NodeJS.Timeout>();
+  /** Bytes waiting on all of a tenant's sockets, and the throttle (tenant-queues.ts). */
+  private readonly queues: TenantQueues;
 
   /**
    * The listeners of every coupled ws socket, made once: each finds its
@@ -94,7 +80,13 @@ export class Sockets {
    */
   private readonly listeners = this.makeListeners();
 
-  constructor(private readonly host: SocketHost) {}
+  constructor(private readonly host: SocketHost) {
+    this.queues = new TenantQueues(host.maxTenantQueuedBytes, (tenant) => this.ofTenant(tenant));
+  }
+
+  private *ofTenant(tenant: string): Iterable<HostSocket> {
+    for (const socket of this.sockets.values()) if (socket.info.tenant === tenant) yield socket;
+  }
 
   counts(): { sessions: number; clients: number } {
     let sessions = 0;
@@ -170,27 +162,11 @@ export class Sockets {
   private couple(socket: HostSocket, ws: WebSocket): void {
     (ws as Coupled)[HOST_SOCKET] = socket;
     // A session is open already; only a client waits for its handshake.
-    if (socket.info.endpoint === '') ws.on('open', this.listeners.open);
+    if (socket.info.kind === 'client') ws.on('open', this.listeners.open);
     ws.on('message', this.listeners.message);
     ws.on('error', this.listeners.error);
     ws.on('close', this.listeners.close);
-    if (this.throttled.has(socket.info.tenant)) ws.pause();
-  }
-
-  /** Pauses reading from every socket of `tenant` until its queues drain (see `throttled`). */
-  private throttle(tenant: string): void {
-    const check = (): void => {
-      if (this.recount(tenant) <= this.host.maxTenantQueuedBytes / 4) {
-        clearInterval(this.throttled.get(tenant));
-        this.throttled.delete(tenant);
-        for (const socket of this.sockets.values()) if (socket.info.tenant === tenant) socket.ws?.resume();
-        return;
-      }
-      // Paused again each time: the worker's own backpressure may have resumed some.
-      for (const socket of this.sockets.values()) if (socket.info.tenant === tenant && socket.ws !== null && !socket.ws.isPaused) socket.ws.pause();
-    };
-    this.throttled.set(tenant, setInterval(check, RECOUNT_MS));
-    check();
+    if (this.queues.isThrottled(socket.info.tenant)) ws.pause();
   }
 
   private makeListeners() {
@@ -214,7 +190,7 @@ export class Sockets {
         if (isBinary) {
           // The API is text only (RFC 6455 7.4.1: 1003, unsupported data). A
           // session is closed; a client's handler is told, as the server is not ours.
-          if (info.endpoint !== '') {
+          if (info.kind === 'session') {
             this.close(1003, 'islet endpoints take text frames only');
             return;
           }
@@ -265,38 +241,11 @@ export class Sockets {
   private forget(socket: HostSocket): void {
     if (this.sockets.get(socket.info.id) !== socket) return;
     this.sockets.delete(socket.info.id);
-    this.count(socket, 0);
-    if (socket.info.endpoint === '') return;
+    this.queues.count(socket, 0);
+    if (socket.info.kind === 'client') return;
     const left = this.sessionsOf(socket.info.tenant) - 1;
     if (left > 0) this.sessionCounts.set(socket.info.tenant, left);
     else this.sessionCounts.delete(socket.info.tenant);
-  }
-
-  /** Sets `socket`'s share of its tenant's queued bytes; returns the tenant's total. */
-  private count(socket: HostSocket, bytes: number): number {
-    const tenant = socket.info.tenant;
-    let total = this.tenantQueued.get(tenant);
-    if (total === undefined) this.tenantQueued.set(tenant, (total = { bytes: 0, countedAt: 0 }));
-    total.bytes += bytes - socket.counted;
-    socket.counted = bytes;
-    if (total.bytes === 0) this.tenantQueued.delete(tenant);
-    return total.bytes;
-  }
-
-  /** The tenant's queued bytes, counted again from its sockets unless that was done within RECOUNT_MS. */
-  private recount(tenant: string): number {
-    const total = this.tenantQueued.get(tenant);
-    if (total === undefined) return 0;
-    const now = Date.now();
-    if (now - total.countedAt < RECOUNT_MS) return total.bytes;
-    total.countedAt = now;
-    total.bytes = 0;
-    for (const socket of this.sockets.values()) {
-      if (socket.info.tenant !== tenant) continue;
-      socket.counted = socket.ws?.readyState === WebSocket.OPEN ? socket.ws.bufferedAmount : socket.waitingBytes;
-      total.bytes += socket.counted;
-    }
-    return total.bytes;
   }
 
   /** Does `worker` own socket `id`? Output for anything else is dropped. */
@@ -313,12 +262,12 @@ export class Sockets {
     // A peer that does not read must not make the host hold unbounded memory:
     // not one socket's, nor all of one tenant's sockets together.
     const queued = open ? ws!.bufferedAmount : socket.waitingBytes;
-    const tenantQueued = this.count(socket, queued);
+    const tenantQueued = this.queues.count(socket, queued);
     let over: string | null = null;
     if (queued + payload.length > this.host.maxQueuedBytes) {
-      over = `${queued} bytes already wait to be sent on ${socket.info.endpoint === '' ? 'client' : 'session'} ${id}, whose peer is not reading (limit maxQueuedBytes ${this.host.maxQueuedBytes})`;
-    } else if (tenantQueued + payload.length > this.host.maxTenantQueuedBytes && this.recount(socket.info.tenant) + payload.length > this.host.maxTenantQueuedBytes) {
-      over = `${this.tenantQueued.get(socket.info.tenant)!.bytes} bytes already wait to be sent on tenant "${socket.info.tenant}"'s sockets, whose peers are not reading (limit maxTenantQueuedBytes ${this.host.maxTenantQueuedBytes})`;
+      over = `${queued} bytes already wait to be sent on ${socket.info.kind} ${id}, whose peer is not reading (limit maxQueuedBytes ${this.host.maxQueuedBytes})`;
+    } else if (tenantQueued + payload.length > this.host.maxTenantQueuedBytes && this.queues.recount(socket.info.tenant) + payload.length > this.host.maxTenantQueuedBytes) {
+      over = `${this.queues.recount(socket.info.tenant)} bytes already wait to be sent on tenant "${socket.info.tenant}"'s sockets, whose peers are not reading (limit maxTenantQueuedBytes ${this.host.maxTenantQueuedBytes})`;
     }
     if (over !== null) {
       if (!socket.overflowing) {
@@ -327,9 +276,7 @@ export class Sockets {
       }
       return;
     }
-    if (this.count(socket, queued + payload.length) > this.host.maxTenantQueuedBytes / 2 && !this.throttled.has(socket.info.tenant)) {
-      this.throttle(socket.info.tenant);
-    }
+    this.queues.checkThrottle(socket.info.tenant, this.queues.count(socket, queued + payload.length));
     socket.overflowing = false;
     if (open) {
       this.cork(ws!);
@@ -370,7 +317,7 @@ export class Sockets {
   closeHandler(tenant: string, handler: string, code: number, reason: string): void {
     for (const socket of this.sockets.values()) {
       if (socket.info.tenant !== tenant || socket.info.handler !== handler) continue;
-      this.close(socket.info.id, socket.info.endpoint !== '' ? code : 1001, reason);
+      this.close(socket.info.id, socket.info.kind === 'session' ? code : 1001, reason);
     }
   }
 
@@ -378,15 +325,13 @@ export class Sockets {
   closeTenant(tenant: string, code: number, reason: string): void {
     for (const socket of this.sockets.values()) {
       if (socket.info.tenant !== tenant) continue;
-      if (socket.info.endpoint !== '') this.close(socket.info.id, code, reason);
-      else this.close(socket.info.id, 1001, reason);
+      this.close(socket.info.id, socket.info.kind === 'session' ? code : 1001, reason);
     }
   }
 
   /** Closes every socket (the engine is closing) and waits for them. */
   async closeAll(): Promise<void> {
-    for (const timer of this.throttled.values()) clearInterval(timer);
-    this.throttled.clear();
+    this.queues.stop();
     const closing: Promise<void>[] = [];
     for (const socket of this.sockets.values()) {
       const ws = socket.ws;
@@ -397,7 +342,7 @@ export class Sockets {
         continue;
       }
       // 1012 (service restart) for sessions, 1001 (going away) for clients.
-      if (socket.info.endpoint !== '') ws.close(1012, 'islet engine closing');
+      if (socket.info.kind === 'session') ws.close(1012, 'islet engine closing');
       else ws.close(1001, 'islet engine closing');
       // A peer that never answers the close frame must not hold the engine open.
       setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { ProgressLog } from '../../bridge/progress-log.js';
-import { FrameKind, FrameReader, FrameWriter } from '../../bridge/protocol.js';
+import { decodeWorkerMessage, FrameKind, FrameReader, FrameWriter } from '../../bridge/protocol.js';
 
 describe('host-worker protocol', () => {
   it('protocol: frames written in one batch come out whole and in order, however the byte stream is split', async () => {
@@ -128,5 +128,16 @@ describe('host-worker protocol', () => {
       closeSync(fd);
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('protocol: a worker message is checked field by field; the only socket a worker may make is a client', () => {
+    const client = { id: 7, kind: 'client', tenant: 'p', handler: 'p/h', uri: 'ws://127.0.0.1:1/', engine: 'javascript', state: 'connecting', endpoint: '' };
+    const decode = (message: unknown) => decodeWorkerMessage(Buffer.from(JSON.stringify(message)));
+    expect(decode({ t: 'connect', socket: client })).to.deep.equal({ t: 'connect', socket: client });
+    expect(() => decode({ t: 'connect', socket: { ...client, kind: 'session', endpoint: 'e' } })).to.throw('worker message "connect": bad field "socket"');
+    expect(() => decode({ t: 'connect', socket: { ...client, id: -1 } })).to.throw('bad field "socket"');
+    expect(() => decode({ t: 'log', tenant: 'p', level: 'shout', text: 'x' })).to.throw('worker message "log": bad field "level"');
+    expect(() => decode({ t: 'toString' })).to.throw('unknown worker message type "toString"');
+    expect(() => decode([1])).to.throw('unknown worker message type undefined');
   });
 });

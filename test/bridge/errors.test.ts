@@ -1,8 +1,8 @@
 import { expect } from 'chai';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { ErrorCodes, IsletError } from '../engine/index.js';
-import { REPO } from './helpers.js';
+import { ErrorCodes, IsletError } from '../../engine/index.js';
+import { REPO } from '../helpers.js';
 
 function sources(dir: string): string[] {
   return readdirSync(path.join(REPO, dir), { withFileTypes: true }).flatMap((entry) =>

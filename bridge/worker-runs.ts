@@ -1,0 +1,50 @@
+// Script runs pending on one sandbox worker, per tenant: a run ends when its
+// tenant is idle (no timers, no clients), or fails with the first error
+// nothing caught.
+import type { WorkerToHost } from './protocol.js';
+
+export class WorkerRuns {
+  private readonly pending = new Map<string, Set<number>>();
+
+  constructor(private readonly send: (message: WorkerToHost) => void) {}
+
+  add(tenant: string, run: number): void {
+    let runs = this.pending.get(tenant);
+    if (runs === undefined) this.pending.set(tenant, (runs = new Set()));
+    runs.add(run);
+  }
+
+  has(tenant: string): boolean {
+    return (this.pending.get(tenant)?.size ?? 0) > 0;
+  }
+
+  /** An error nothing caught fails the run it came from, else every pending run, else is reported. */
+  uncaught(tenant: string, run: number, error: string): void {
+    const runs = this.pending.get(tenant);
+    if (run !== 0 && runs?.delete(run)) {
+      this.send({ t: 'runDone', run, error });
+      return;
+    }
+    if (runs !== undefined && runs.size > 0) {
+      this.fail(tenant, error);
+      return;
+    }
+    this.send({ t: 'tenantError', tenant, error });
+  }
+
+  /** Fails every pending run of a tenant. */
+  fail(tenant: string, error: string): void {
+    const runs = this.pending.get(tenant);
+    if (runs === undefined) return;
+    for (const id of runs) this.send({ t: 'runDone', run: id, error });
+    runs.clear();
+  }
+
+  /** The tenant is idle: its runs are done. */
+  finish(tenant: string): void {
+    const runs = this.pending.get(tenant);
+    if (runs === undefined) return;
+    for (const run of runs) this.send({ t: 'runDone', run });
+    runs.clear();
+  }
+}
