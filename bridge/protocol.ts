@@ -202,6 +202,16 @@ export class FrameWriter {
     this.text(FrameKind.Control, 0, JSON.stringify(message));
   }
 
+  /** Bytes handed to the stream that it has not written out yet: the reader is behind by that much. */
+  get unsent(): number {
+    return this.stream.writableLength;
+  }
+
+  /** Calls `then` once, when the stream has written out what it holds. */
+  whenDrained(then: () => void): void {
+    this.stream.once('drain', then);
+  }
+
   /**
    * Appends a text frame; returns the payload's size in bytes, or -1 if it is
    * over `limit` bytes (then nothing is written). A string is encoded once,
@@ -254,8 +264,12 @@ export class FrameReader {
   // one chunk is handed on as a view of that chunk.
   private pending: Buffer[] = [];
   private buffered = 0;
-  /** Bytes the pending frame needs: its header, then header and payload. */
-  private needed = HEADER;
+  /**
+   * The pending frame's payload length, once its header is complete; -1 until
+   * then. (Not folded into one "bytes needed" count: an empty frame needs
+   * exactly its header, and would look like a header still to be read.)
+   */
+  private length = -1;
 
   constructor(private readonly onFrame: FrameHandler) {}
 
@@ -266,13 +280,14 @@ export class FrameReader {
     }
     this.pending.push(chunk);
     this.buffered += chunk.length;
-    while (this.pending.length > 0 && this.buffered >= this.needed) {
-      if (this.needed === HEADER) {
-        this.needed = HEADER + this.take(HEADER, false).readUInt32LE(5);
-        continue;
+    while (this.pending.length > 0) {
+      if (this.length < 0) {
+        if (this.buffered < HEADER) break;
+        this.length = this.take(HEADER, false).readUInt32LE(5);
       }
-      const frame = this.take(this.needed, true);
-      this.needed = HEADER;
+      if (this.buffered < HEADER + this.length) break;
+      const frame = this.take(HEADER + this.length, true);
+      this.length = -1;
       this.onFrame(frame[0] as FrameKind, frame.readUInt32LE(1), frame.subarray(HEADER));
       // What is left lies within the last chunk: parse it in place.
       if (this.pending.length === 1) {
@@ -317,7 +332,7 @@ export class FrameReader {
       const rest = data.subarray(at);
       this.pending = [rest];
       this.buffered = rest.length;
-      this.needed = rest.length >= HEADER ? HEADER + rest.readUInt32LE(5) : HEADER;
+      this.length = rest.length >= HEADER ? rest.readUInt32LE(5) : -1;
     }
   }
 }

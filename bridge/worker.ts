@@ -13,6 +13,12 @@ import { WorkerSockets } from './worker-sockets.js';
 
 /** How far past twice its budget a call may run before it counts as an overrun (a stopped call takes a little longer than its budget). */
 const OVERRUN_GRACE_MS = 100;
+/**
+ * Output the host has not read yet past which no tenant is called until it
+ * has: a tenant that logs or sends without end must not pile its output up
+ * in this process (it grew by hundreds of MB a second).
+ */
+const OUTPUT_HIGH_WATER = 2 * 1024 * 1024;
 
 export class Worker {
   private runtime = '';
@@ -36,6 +42,9 @@ export class Worker {
   /** Tenants whose call of the last turn ran to its budget. */
   private readonly spent = new Set<Tenant>();
   private turnScheduled = false;
+  /** A turn stopped to let the host read this worker's output; the next one goes on with it. */
+  private turnPaused = false;
+  private awaitingDrain = false;
   /** Frames received from the host, and calls into isolates started. */
   private received = 0;
   private calls = 0;
@@ -115,17 +124,36 @@ export class Worker {
    */
   private turn(): void {
     this.turnScheduled = false;
-    this.progress.startTurn();
+    // A paused turn goes on: its calls' records stay in the progress log, and its idle is still to come.
+    if (!this.turnPaused) this.progress.startTurn();
+    this.turnPaused = false;
     // A tenant whose last call used up its budget goes after the others: what
     // arrived for them while it ran is not held up by its next call too.
     const turn = [...this.dirty].sort((a, b) => Number(this.spent.has(a)) - Number(this.spent.has(b)));
     this.dirty.clear();
     this.spent.clear();
-    for (const tenant of turn) {
+    for (let i = 0; i < turn.length; i++) {
+      const tenant = turn[i]!;
       if (this.tenants.get(tenant.name) !== tenant) continue;
       // What earlier calls of this turn produced leaves before the next call
       // starts: if that call kills this process, their output is not lost.
       this.writer.flush();
+      if (this.writer.unsent > OUTPUT_HIGH_WATER) {
+        // The host is behind on what this worker wrote: the rest of the turn
+        // waits until it has read it. No idle yet, so the host holds its next
+        // batch (and, past its own limit, stops reading from the senders).
+        for (const waiting of turn.slice(i)) this.dirty.add(waiting);
+        this.turnPaused = true;
+        if (!this.awaitingDrain) {
+          this.awaitingDrain = true;
+          this.writer.whenDrained(() => {
+            this.awaitingDrain = false;
+            this.progress.step(); // the watchdog counts it as progress
+            this.scheduleTurn();
+          });
+        }
+        return;
+      }
       // Recorded before the call: if this process dies during it, the host
       // sends the new one only the frames that came after, and knows the culprit.
       this.progress.starting(++this.calls, this.received, tenant.name);

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
 import { IsletError } from '../bridge/errors.js';
 import { computedImport } from './computed-imports.js';
-import { openFile, OUTSIDE, ownFile, ownRelative, readOpened } from './files.js';
+import { isOwnOpened, notOwnFile, openFile, OUTSIDE, ownFile, readOpened } from './files.js';
 import { ROOT_TENANT, tenantOf } from '../bridge/handler-ids.js';
 import type { BundledCode } from '../bridge/protocol.js';
 
@@ -195,7 +195,7 @@ export class Bundler {
           if (args.kind === 'entry-point') {
             const entry = path.posix.normalize(spec);
             const file = ownFile(root, project, entry);
-            if (typeof file !== 'string') return refuse(`${entry} is not a file of project "${project}" (a link to another project's file, or out of the root)`);
+            if (typeof file !== 'string') return refuse(notOwnFile(entry, project));
             return { path: file, namespace: NAMESPACE };
           }
           if (SANDBOX_MODULES.has(spec)) return { path: spec, external: true };
@@ -236,9 +236,9 @@ export class Bundler {
           // Judged again by what is opened: the file may have become a link since it was resolved.
           const opened = openFile(path.join(root, args.path));
           if (opened === null) return { errors: [{ text: `${args.path} cannot be read` }] };
-          if (!opened.isFile || ownRelative(root, project, opened.real) === null) {
+          if (!isOwnOpened(root, project, opened)) {
             closeSync(opened.fd);
-            return { errors: [{ text: `${args.path} is not a file of project "${project}" (a link to another project's file, or out of the root)`, detail: 'refused' }] };
+            return { errors: [{ text: notOwnFile(args.path, project), detail: 'refused' }] };
           }
           if (opened.size > budget) {
             closeSync(opened.fd);

@@ -13,6 +13,8 @@ export interface OpenedFile {
   /** The real path of what was opened. */
   real: string;
   isFile: boolean;
+  /** Names the file has: a hard link's other names may lie anywhere, in another project or out of the root. */
+  links: number;
   size: number;
 }
 
@@ -26,7 +28,7 @@ export function openFile(file: string): OpenedFile | null {
   }
   try {
     const stat = fstatSync(fd);
-    return { fd, real: openedPath(fd, file), isFile: stat.isFile(), size: stat.size };
+    return { fd, real: openedPath(fd, file), isFile: stat.isFile(), links: stat.nlink, size: stat.size };
   } catch {
     closeSync(fd);
     return null;
@@ -85,4 +87,18 @@ export function ownFile(realRoot: string, project: string, relative: string): st
   } catch {
     return null;
   }
+}
+
+/**
+ * Whether an opened file is a file of `project`: a regular file whose real
+ * path lies in the project, and with no other name (a hard link to another
+ * project's file, or to /etc/passwd, has a real path inside the project).
+ */
+export function isOwnOpened(realRoot: string, project: string, opened: OpenedFile): boolean {
+  return opened.isFile && opened.links === 1 && ownRelative(realRoot, project, opened.real) !== null;
+}
+
+/** Why a file is refused as a project's: one wording for every place that judges it. */
+export function notOwnFile(relative: string, project: string): string {
+  return `${relative} is not a file of project "${project}" (a link to another project's file or out of the root, or a hard link)`;
 }

@@ -6,8 +6,8 @@ import { closeSync, createReadStream, realpathSync } from 'node:fs';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
-import { HANDLER_EXTENSIONS, isInside } from '../bridge/handler-ids.js';
-import { openFile } from './files.js';
+import { HANDLER_EXTENSIONS } from '../bridge/handler-ids.js';
+import { isOwnOpened, openFile } from './files.js';
 import { DESCRIPTOR_SUFFIX } from './projects.js';
 
 export const WEB_PREFIX = '/services/web/';
@@ -111,7 +111,7 @@ export function serveStatic(root: string, isServerCode: ServerCodeCheck, req: In
   }
   const { fd, size } = opened;
   const realRoot = realpathSync(root);
-  if (!isInside(path.join(realRoot, segments[0]!), opened.real) || !opened.isFile) {
+  if (!isOwnOpened(realRoot, segments[0]!, opened)) {
     closeSync(fd);
     answer(res, 404, 'not found');
     return true;

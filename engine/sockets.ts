@@ -11,7 +11,7 @@ import WebSocket from 'ws';
 import type { SocketInfo } from '../bridge/protocol.js';
 import { type OutboundPolicy, refused } from './outbound.js';
 import type { SandboxWorker } from './supervisor.js';
-import { TenantQueues } from './tenant-queues.js';
+import { queuedBytes, TenantQueues } from './tenant-queues.js';
 
 /** A close a tenant asked for before the socket opened. */
 const CLOSE = null;
@@ -32,6 +32,9 @@ interface HostSocket {
   overflowing: boolean;
   /** The bytes of this socket counted in its tenant's queued total. */
   counted: number;
+  /** Messages sent while bytes already waited, not written yet (see tenant-queues.ts, MESSAGE_COST); `sent` counts them down. */
+  backlog: number;
+  sent: (() => void) | null;
 }
 
 type Coupled = WebSocket & { [HOST_SOCKET]: HostSocket };
@@ -107,7 +110,7 @@ export class Sockets {
 
   /** Takes a session the endpoint server accepted; the worker's handler is already loaded. */
   accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
-    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0 };
+    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null };
     this.sockets.set(info.id, socket);
     this.sessionCounts.set(info.tenant, this.sessionsOf(info.tenant) + 1);
     worker.send({ t: 'accept', socket: info }, info.tenant);
@@ -116,7 +119,7 @@ export class Sockets {
 
   /** Opens an outbound client a tenant asked for. */
   async open(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false, counted: 0 };
+    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null };
     this.sockets.set(info.id, socket);
     try {
       await this.host.loadHandler(worker, info);
@@ -261,7 +264,7 @@ export class Sockets {
     if (!open && ws !== null && ws.readyState !== WebSocket.CONNECTING) return; // closing: the close event is on its way
     // A peer that does not read must not make the host hold unbounded memory:
     // not one socket's, nor all of one tenant's sockets together.
-    const queued = open ? ws!.bufferedAmount : socket.waitingBytes;
+    const queued = queuedBytes(socket);
     const tenantQueued = this.queues.count(socket, queued);
     let over: string | null = null;
     if (queued + payload.length > this.host.maxQueuedBytes) {
@@ -280,7 +283,12 @@ export class Sockets {
     socket.overflowing = false;
     if (open) {
       this.cork(ws!);
-      ws!.send(payload, { binary: false });
+      if (queued === 0) ws!.send(payload, { binary: false });
+      else {
+        // Behind already: this one is counted until it is written (one callback per socket, made once).
+        socket.backlog++;
+        ws!.send(payload, { binary: false }, (socket.sent ??= () => void socket.backlog--));
+      }
     } else {
       (socket.waiting ??= []).push(payload);
       socket.waitingBytes += payload.length;

@@ -1,11 +1,17 @@
 // Hazard: a tenant that makes the host or its worker hold a lot of memory
 // through its output: one string logged or sent thousands of times (cheap in
 // the isolate, where the copies share one string, and megabytes once copied
-// out), and sends to its own sessions whose peers do not read. Each is cut
-// at its limit, reported once, and a victim tenant keeps echoing.
+// out), output without end from a timer (faster than the host reads it), and
+// sends to its own sessions whose peers do not read. Each is cut at its
+// limit or slowed down, and a victim tenant keeps echoing.
 import { expect } from 'chai';
 import WebSocket from 'ws';
+import { readFileSync } from 'node:fs';
 import { connect, makeRoot, serveRoot, VICTIM } from '../helpers.js';
+
+function rssMiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
 
 const ROOT = {
   ...VICTIM,
@@ -52,6 +58,35 @@ describe('hazard: output limits', () => {
     expect(attacker.messages.every((m) => m.length === 64 * 1024)).to.equal(true);
     attacker.ws.send('after');
     expect((await attacker.receive(attacker.messages.length + 1)).at(-1)).to.equal('done after');
+  });
+
+  it('output: a timer that logs without end is held to the pace the host reads at; the worker stays small and the victim echoes', async function () {
+    this.timeout(30_000);
+    const s = await serveRoot(makeRoot({ ...VICTIM, 'a/flood.js': 'const line = "x".repeat(1024);\nsetInterval(() => { for (let i = 0; i < 1000; i++) console.log(line); }, 0);' }));
+    const victim = await connect(s.url('victim'));
+    const [pid] = s.engine.workerPids;
+    const before = rssMiB(pid!);
+    // The lines are counted, not kept.
+    let logged = 0;
+    const forget = setInterval(() => {
+      logged += s.logs.length;
+      s.logs.length = 0;
+    }, 50);
+    try {
+      void s.engine.run('a/flood.js').catch(() => {});
+      let grown = 0;
+      for (let i = 1; i <= 8; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        victim.ws.send(String(i));
+        expect((await victim.receive(i, 2000)).at(-1)).to.equal(`victim ${i}`);
+        grown = Math.max(grown, rssMiB(pid!) - before);
+      }
+      // Unheld, it grew by 300-500 MB a second.
+      expect(grown).to.be.below(300);
+      expect(logged).to.be.above(10_000);
+    } finally {
+      clearInterval(forget);
+    }
   });
 
   it('output: sends to a tenant\'s sessions whose peers do not read stop at maxTenantQueuedBytes, though each socket is under maxQueuedBytes', async function () {
@@ -107,6 +142,35 @@ describe('hazard: output limits', () => {
     for (let i = 0; i < 200 && relayed < COUNT; i++) await new Promise((resolve) => setTimeout(resolve, 50));
     expect(relayed).to.equal(COUNT);
     expect(s.lines().filter((l) => l.startsWith('onError'))).to.deep.equal([]);
+    stalled.terminate();
+  });
+
+  it('output: a million tiny sends to a peer that does not read are held to maxQueuedBytes counted with what each message costs the host', async function () {
+    this.timeout(30_000);
+    const root = makeRoot({
+      ...VICTIM,
+      'a/e.websocket': JSON.stringify({ handler: 'a/h', endpoint: 'a' }),
+      'a/h.js': `const ws = require("net/v4/websockets");
+exports.onOpen = (id) => setInterval(() => { const s = ws.getSession(id); if (s) for (let i = 0; i < 3000; i++) s.send("x"); }, 0);
+exports.onError = (e) => console.log(e.slice(0, 80));
+`,
+    });
+    const s = await serveRoot(root);
+    const victim = await connect(s.url('victim'));
+    const stalled = new WebSocket(s.url('a'));
+    await new Promise((resolve) => stalled.once('open', resolve));
+    (stalled as unknown as { _socket: { pause(): void } })._socket.pause();
+    const before = process.memoryUsage().rss / 1048576;
+    let grown = 0;
+    for (let i = 1; i <= 8; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      victim.ws.send(String(i));
+      expect((await victim.receive(i, 2000)).at(-1)).to.equal(`victim ${i}`);
+      grown = Math.max(grown, process.memoryUsage().rss / 1048576 - before);
+    }
+    // Counted in payload bytes alone, 4 MiB of one-byte messages held the host at over 600 MB.
+    expect(grown).to.be.below(200);
+    expect(s.lines()[0]).to.match(/^ISLET_ERR_LIMIT: \d+ bytes already wait to be sent on session/);
     stalled.terminate();
   });
 });

@@ -13,7 +13,8 @@ describe('host-worker protocol', () => {
     let seed = 42;
     const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     for (let trial = 0; trial < 100; trial++) {
-      const frames = Array.from({ length: 1 + Math.floor(random() * 40) }, (_, i) => Buffer.alloc(Math.floor(random() * 9000), i % 251));
+      // A quarter of them empty: an empty frame is all header.
+      const frames = Array.from({ length: 1 + Math.floor(random() * 40) }, (_, i) => Buffer.alloc(random() < 0.25 ? 0 : Math.floor(random() * 9000), i % 251));
       const written: Buffer[] = [];
       const sink = new PassThrough();
       sink.on('data', (d: Buffer) => written.push(d));
@@ -34,6 +35,20 @@ describe('host-worker protocol', () => {
       frames.forEach((frame, i) => expect(got[i]).to.deep.equal([FrameKind.TextIn, i, frame]));
       expect(JSON.parse(got[frames.length]![2].toString())).to.deep.equal({ t: 'ids', from: trial });
     }
+  });
+
+  it('protocol: an empty frame whose header arrives in two reads is handed on, and the frames after it', () => {
+    const got: [number, string][] = [];
+    const reader = new FrameReader((_kind, id, payload) => got.push([id, payload.toString()]));
+    const empty = Buffer.from([FrameKind.TextIn, 7, 0, 0, 0, 0, 0, 0, 0]);
+    const next = Buffer.concat([Buffer.from([FrameKind.TextIn, 8, 0, 0, 0, 2, 0, 0, 0]), Buffer.from('hi')]);
+    reader.push(empty.subarray(0, 4));
+    reader.push(Buffer.concat([empty.subarray(4), next.subarray(0, 3)]));
+    reader.push(next.subarray(3));
+    expect(got).to.deep.equal([
+      [7, ''],
+      [8, 'hi'],
+    ]);
   });
 
   it('protocol: a frame over its byte limit is not written; a string is measured in UTF-8 bytes', async () => {
@@ -131,7 +146,7 @@ describe('host-worker protocol', () => {
   });
 
   it('protocol: a worker message is checked field by field; the only socket a worker may make is a client', () => {
-    const client = { id: 7, kind: 'client', tenant: 'p', handler: 'p/h', uri: 'ws://127.0.0.1:1/', engine: 'javascript', state: 'connecting', endpoint: '' };
+    const client = { id: 7, kind: 'client', tenant: 'p', handler: 'p/h', uri: 'ws://127.0.0.1:1/', engine: 'javascript', state: 'connecting', endpoint: '', user: '' };
     const decode = (message: unknown) => decodeWorkerMessage(Buffer.from(JSON.stringify(message)));
     expect(decode({ t: 'connect', socket: client })).to.deep.equal({ t: 'connect', socket: client });
     expect(() => decode({ t: 'connect', socket: { ...client, kind: 'session', endpoint: 'e' } })).to.throw('worker message "connect": bad field "socket"');

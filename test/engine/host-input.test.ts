@@ -1,8 +1,10 @@
 // Hazard: input that used to throw inside the host's listeners, where an
 // exception ends the process: request targets that are not URLs, close
 // reasons ws refuses to encode, files that cannot be read while served, huge
-// error texts to map, and an embedder's listener that throws. Each costs at
-// most its own request or socket; a victim tenant keeps echoing throughout.
+// error texts to map, an embedder's listener that throws, and floods of
+// empty messages (an empty frame on the worker pipe once sent its reader into
+// a loop for ever). Each costs at most its own request or socket; a victim
+// tenant keeps echoing throughout.
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { truncateSync, writeFileSync } from 'node:fs';
@@ -53,6 +55,24 @@ describe('hazard: input that throws in the host', () => {
       'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')).to.match(/^HTTP\/1\.1 400 Bad Request\r\n/);
     expect(await rawRequest(s.port, 'GET http://[::1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')).to.match(/^HTTP\/1\.1 400 /);
     await victimAnswers();
+  });
+
+  it('host input: tens of thousands of empty messages from a peer, mixed with others, are all answered; the victim too', async function () {
+    this.timeout(30_000);
+    const attacker = await connect(s.url('a'));
+    // In rounds of 4,000, each answered before the next: their replies stay under the peer's queue limit however slowly this process reads.
+    let expected = 0;
+    for (let round = 0; round < 8; round++) {
+      for (let i = 0; i < 2000; i++) attacker.ws.send('p'.repeat(100));
+      for (let i = 0; i < 2000; i++) attacker.ws.send('');
+      expected += 4000;
+      const got = await attacker.receive(expected, 10_000);
+      // Compared here, not printed whole on a failure.
+      const wrong = got.slice(expected - 4000).findIndex((m, i) => m !== (i < 2000 ? `a ${'p'.repeat(100)}` : 'a '));
+      expect(wrong, `round ${round}`).to.equal(-1);
+    }
+    await victimAnswers();
+    expect(s.errors).to.deep.equal([]);
   });
 
   it('host input: a close reason over 123 bytes as ws encodes it (lone surrogates) is refused to the tenant; the session stays open', async () => {

@@ -4,7 +4,7 @@
 // of another project or from outside the root may reach the attacker, and
 // each attempt gets ISLET_ERR_IMPORT_REFUSED naming the import and the file.
 import { expect } from 'chai';
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { connect, makeRoot, serveRoot, settle, VICTIM, writeFiles } from '../helpers.js';
@@ -34,6 +34,8 @@ interface Escape {
   files: (outside: string) => Record<string, string>;
   /** Links to make: [path in the root, target (absolute, or relative to the root)]. */
   links?: (outside: string) => [string, string][];
+  /** Hard links to make: [path in the root, target (absolute)]. */
+  hardLinks?: (root: string, outside: string) => [string, string][];
   error: RegExp;
 }
 
@@ -91,7 +93,25 @@ const ESCAPES: Escape[] = [
     name: 'an entry point that is a link to another project\'s script',
     files: () => ({}),
     links: () => [['a/main.js', '../victim/secret.js']],
-    error: /^ISLET_ERR_IMPORT_REFUSED: a\/main\.js is not a file of project "a" \(a link to another project's file, or out of the root\)$/,
+    error: /^ISLET_ERR_IMPORT_REFUSED: a\/main\.js is not a file of project "a" \(a link to another project's file or out of the root, or a hard link\)$/,
+  },
+  {
+    name: 'a hard link inside the project to a file outside the root, imported as text',
+    files: () => ({ 'a/main.js': 'import t from "./pw.txt" with { type: "text" };\nconsole.log(t);\n' }),
+    hardLinks: (_root, outside) => [['a/pw.txt', path.join(outside, 'secret.txt')]],
+    error: /^ISLET_ERR_IMPORT_REFUSED: .*a\/pw\.txt is not a file of project "a" \(a link to another project's file or out of the root, or a hard link\)$/,
+  },
+  {
+    name: 'a hard link inside the project to another project\'s code',
+    files: () => ({ 'a/main.js': 'console.log(require("./hard.js"));\n' }),
+    hardLinks: (root) => [['a/hard.js', path.join(root, 'victim', 'secret.js')]],
+    error: /^ISLET_ERR_IMPORT_REFUSED: .*a\/hard\.js is not a file of project "a" \(a link to another project's file or out of the root, or a hard link\)$/,
+  },
+  {
+    name: 'an entry point that is a hard link to another project\'s script',
+    files: () => ({}),
+    hardLinks: (root) => [['a/main.js', path.join(root, 'victim', 'secret.js')]],
+    error: /^ISLET_ERR_IMPORT_REFUSED: a\/main\.js is not a file of project "a" \(a link to another project's file or out of the root, or a hard link\)$/,
   },
 ];
 
@@ -103,6 +123,10 @@ describe('hazard: imports that reach outside the project', () => {
       for (const [link, target] of escape.links?.(outside) ?? []) {
         mkdirSync(path.dirname(path.join(root, link)), { recursive: true });
         symlinkSync(target, path.join(root, link));
+      }
+      for (const [link, target] of escape.hardLinks?.(root, outside) ?? []) {
+        mkdirSync(path.dirname(path.join(root, link)), { recursive: true });
+        linkSync(target, path.join(root, link));
       }
       const s = await serveRoot(root);
       const victim = await connect(s.url('victim'));
