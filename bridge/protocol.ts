@@ -63,6 +63,8 @@ export interface SocketInfo {
   state: 'connecting' | 'open' | 'closing';
   /** The endpoint a session came in on; '' for a client. */
   endpoint: string;
+  /** A session's `user` as `authorize` gave it, as JSON; '' for none (and for a client). */
+  user: string;
 }
 
 /** A bundled module or script, ready to evaluate in an isolate. */
@@ -137,6 +139,7 @@ const SOCKET_FIELDS: Record<keyof SocketInfo, FieldType> = {
   engine: 'string',
   state: 'string',
   endpoint: 'string',
+  user: 'string',
 };
 
 function fieldOk(value: unknown, type: FieldType): boolean {
@@ -155,7 +158,7 @@ function fieldOk(value: unknown, type: FieldType): boolean {
       // The only socket a worker makes is a new client: a session is the host's to make.
       if (typeof value !== 'object' || value === null) return false;
       const socket = value as Record<string, unknown>;
-      return socket.kind === 'client' && socket.endpoint === '' && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk(socket[name], t));
+      return socket.kind === 'client' && socket.endpoint === '' && socket.user === '' && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk(socket[name], t));
     }
   }
 }

@@ -84,7 +84,7 @@ export class WorkerSockets {
     if (this.clientCount(tenant) >= maxClients) {
       throw new IsletError('ISLET_ERR_LIMIT', `tenant "${tenant}" already has ${maxClients} clients (limit maxClients)`);
     }
-    const socket: SocketInfo = { id: this.allocateId(), kind: 'client', tenant, handler: resolved.id, uri, engine: engineName, state: 'connecting', endpoint: '' };
+    const socket: SocketInfo = { id: this.allocateId(), kind: 'client', tenant, handler: resolved.id, uri, engine: engineName, state: 'connecting', endpoint: '', user: '' };
     this.keep(socket);
     return socket;
   }

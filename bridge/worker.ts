@@ -5,7 +5,7 @@
 // which tenant owns the socket) before it is forwarded. main.ts runs it.
 import type { ProgressLog } from './progress-log.js';
 import { FrameKind, FrameReader, type FrameWriter, type HostToWorker, type SocketInfo, type TenantLimits, type WorkerToHost } from './protocol.js';
-import { decodeClose, LOG_LEVELS } from '../sandbox-api/wire.js';
+import { decodeClose, encodeSessionOpen, LOG_LEVELS } from '../sandbox-api/wire.js';
 import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
 import { WorkerModules } from './worker-modules.js';
 import { WorkerRuns } from './worker-runs.js';
@@ -382,7 +382,7 @@ export class Worker {
       case 'accept': {
         const socket = message.socket;
         this.sockets.keep(socket);
-        this.queue(this.tenantNamed(socket.tenant), Event.Open, socket.id, `${socket.handler}\n${socket.endpoint}`);
+        this.queue(this.tenantNamed(socket.tenant), Event.Open, socket.id, encodeSessionOpen(socket.endpoint, socket.user, socket.handler));
         break;
       }
       case 'event': {
@@ -405,7 +405,7 @@ export class Worker {
   }
 }
 
-/** Sockets as a recreated isolate adopts them: flat `[id, uri, handler, engine, state, endpoint]`. */
+/** Sockets as a recreated isolate adopts them (wire.ts, `ADOPT_FIELDS`). */
 function adoptList(list: SocketInfo[]): string[] {
-  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state, socket.endpoint]);
+  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state, socket.endpoint, socket.user]);
 }

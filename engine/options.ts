@@ -4,6 +4,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { IsletError } from '../bridge/errors.js';
 import type { TenantLimits } from '../bridge/protocol.js';
+import type { Authorize } from './authorize.js';
 import { type OutboundOptions, OutboundPolicy } from './outbound.js';
 
 export interface EngineOptions {
@@ -31,6 +32,14 @@ export interface EngineOptions {
   quarantineMs?: number;
   /** How long `listen()`'s server waits for a request's (or upgrade's) headers, in ms. Default: 10000. */
   upgradeTimeoutMs?: number;
+  /**
+   * Decides each upgrade before any tenant code runs (see authorize.ts's
+   * `Verdict`): accept, optionally with the session's `user`, or refuse.
+   * Default: null, every upgrade is accepted.
+   */
+  authorize?: Authorize | null;
+  /** How long `authorize` may take before the upgrade gets 503, in ms. Default: 5000. */
+  authorizeTimeoutMs?: number;
 }
 
 export const DEFAULT_LIMITS: TenantLimits = {
@@ -58,6 +67,8 @@ export interface ResolvedOptions {
   outbound: OutboundPolicy;
   quarantineMs: number;
   upgradeTimeoutMs: number;
+  authorize: Authorize | null;
+  authorizeTimeoutMs: number;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -91,6 +102,12 @@ function origins(value: unknown): string[] | null {
   return [...value];
 }
 
+function authorizer(value: unknown): Authorize | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'function') throw new IsletError('ISLET_ERR_BAD_OPTION', 'authorize must be a function (request, endpoint) => verdict, or null');
+  return value as Authorize;
+}
+
 export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null) {
     throw new IsletError('ISLET_ERR_BAD_OPTION', 'options must be an object');
@@ -122,5 +139,7 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     outbound: new OutboundPolicy(options.outbound ?? {}, false),
     quarantineMs: integer('quarantineMs', options.quarantineMs ?? 300_000, [0, 86_400_000]),
     upgradeTimeoutMs: integer('upgradeTimeoutMs', options.upgradeTimeoutMs ?? 10_000, [100, 600_000]),
+    authorize: authorizer(options.authorize),
+    authorizeTimeoutMs: integer('authorizeTimeoutMs', options.authorizeTimeoutMs ?? 5000, [1, 600_000]),
   };
 }

@@ -5,6 +5,7 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
 import type { IsletError } from '../bridge/errors.js';
+import { decide } from './authorize.js';
 import { type Emit, guarded, type Report } from './events.js';
 import type { Handlers } from './handlers.js';
 import type { ResolvedOptions } from './options.js';
@@ -141,7 +142,17 @@ export class Routes {
   }
 
   private async acceptSession(endpoint: Endpoint, req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const { workers, handlers, sockets, emit } = this.host;
+    const { workers, handlers, sockets, emit, options } = this.host;
+    let user = '';
+    if (options.authorize !== null) {
+      const decision = await decide(options.authorize, req, endpoint, options.authorizeTimeoutMs, this.host.report);
+      if (socket.destroyed) return;
+      if ('status' in decision) {
+        refuseUpgrade(socket, decision.status, decision.reason);
+        return;
+      }
+      user = decision.user;
+    }
     const worker = workers.for(endpoint.project);
     let failure: Error | null = null;
     try {
@@ -173,6 +184,7 @@ export class Routes {
         engine: endpoint.engine,
         state: 'open',
         endpoint: endpoint.name,
+        user,
       }, ws);
     });
   }

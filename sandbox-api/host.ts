@@ -81,6 +81,7 @@ export const RangeErrorCtor = RangeError;
 export const StringCtor = String;
 export const freeze = Object.freeze;
 export const jsonStringify = JSON.stringify;
+export const jsonParse = JSON.parse;
 export const reflectApply = Reflect.apply;
 const setPrototypeOf = Object.setPrototypeOf;
 export const promiseResolve = Promise.resolve.bind(Promise);

@@ -33,18 +33,25 @@ declare module 'net/v4/websockets' {
     close(): void;
   }
 
+  /** A JSON value: who a session's peer is, as the host's access control said (a JWT's claims under `islet serve`). */
+  export type SessionUser = null | boolean | number | string | SessionUser[] | { [key: string]: SessionUser };
+
   /** JSON-safe description of a session on one of the tenant's endpoints. */
   export interface SessionMetadata {
     id: string;
     endpoint: string;
     handler: string;
     state: 'connecting' | 'open' | 'closing';
+    /** The session's user; null when the host's access control gave none. */
+    user: SessionUser;
   }
 
   /** A connection a browser (or any client) opened to one of the tenant's endpoints. */
   export interface WebsocketSession {
     readonly id: string;
     readonly endpoint: string;
+    /** The session's user; null when the host's access control gave none. */
+    readonly user: SessionUser;
     /** Sends a text message to this session. Throws on a non-string, an oversize message, or a closed session. */
     send(message: string): void;
     /** Closes the session; `code` is 1000 (default) or 3000-4999, `reason` at most 123 bytes. */

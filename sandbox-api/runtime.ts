@@ -22,7 +22,7 @@ import {
   stringSlice,
   then,
 } from './host.js';
-import { Event, Op, Progress } from './wire.js';
+import { ADOPT_FIELDS, decodeSessionOpen, Event, Op, Progress } from './wire.js';
 import { fireTimer, installTimers, watchdog } from './timers.js';
 import { installWasm } from './wasm.js';
 import {
@@ -241,18 +241,17 @@ function waitFor(socket: string, pending: PromiseLike<unknown>): void {
   watch(pending);
 }
 
-/** "handler\nendpoint" of the endpoints sessions came in on: every session of one endpoint shares the two strings. */
+/** The endpoints sessions came in on, by "endpoint\nhandler": every session of one endpoint shares the two strings. */
 const endpointOf = new SafeMap<string, [handler: string, endpoint: string]>();
 
 function runSocketEvent(kind: number, socket: string, text: string): PromiseLike<unknown> | undefined {
   if (kind === Event.Open && text !== '' && handlerOf(socket) === null) {
     // A session the host accepted on one of this tenant's endpoints.
-    let names = endpointOf.get(text);
-    if (names === undefined) {
-      const split = stringIndexOf(text, '\n');
-      endpointOf.set(text, (names = [stringSlice(text, 0, split), stringSlice(text, split + 1)]));
-    }
-    adoptSocket(socket, '', names[0], 'javascript', 'open', names[1]);
+    const open = decodeSessionOpen(text, stringIndexOf, stringSlice);
+    const key = open.endpoint + '\n' + open.handler;
+    let names = endpointOf.get(key);
+    if (names === undefined) endpointOf.set(key, (names = [open.handler, open.endpoint]));
+    adoptSocket(socket, '', names[0], 'javascript', 'open', names[1], open.user);
   }
   const handler = handlerOf(socket);
   if (handler === null) return undefined;
@@ -302,10 +301,10 @@ function define(name: string, factory: Factory | null, number: number): void {
   modules.set(name, { factory, number, exports: undefined, loaded: false });
 }
 
-/** Rebuilds the socket registry after the isolate was recreated: flat `[id, uri, handler, engine, state, endpoint]`, own elements of a copied array. */
+/** Rebuilds the socket registry after the isolate was recreated: flat, ADOPT_FIELDS strings a socket, own elements of a copied array. */
 function adopt(list: string[]): void {
-  for (let i = 0; i + 5 < list.length; i += 6) {
-    adoptSocket(list[i]!, list[i + 1]!, list[i + 2]!, list[i + 3]!, list[i + 4] as SocketState, list[i + 5]!);
+  for (let i = 0; i + ADOPT_FIELDS <= list.length; i += ADOPT_FIELDS) {
+    adoptSocket(list[i]!, list[i + 1]!, list[i + 2]!, list[i + 3]!, list[i + 4] as SocketState, list[i + 5]!, list[i + 6]!);
   }
 }
 

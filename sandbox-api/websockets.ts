@@ -14,9 +14,10 @@ import {
   StringCtor,
   TypeErrorCtor,
   ErrorCtor,
+  jsonParse,
 } from './host.js';
 import { encodeClose } from './wire.js';
-import type { ClientMetadata, Method, SessionMetadata, WebsocketClient, WebsocketSession } from 'net/v4/websockets';
+import type { ClientMetadata, Method, SessionMetadata, SessionUser, WebsocketClient, WebsocketSession } from 'net/v4/websockets';
 
 // The types are the published contract's (islet.d.ts): one definition for
 // tenants and for this implementation.
@@ -28,6 +29,8 @@ interface SocketRecord {
   id: string;
   /** The endpoint of a session; null for a client. */
   endpoint: string | null;
+  /** A session's user, as `authorize` gave it (parsed from JSON when first asked for); null for none. */
+  user: string;
   uri: string;
   handler: string;
   engine: string;
@@ -108,7 +111,7 @@ function makeApi(record: SocketRecord): WebsocketClient | WebsocketSession {
     current.state = 'closing';
     emit(Op.Close, socket, how);
   };
-  if (endpoint !== null) return freeze({ id, endpoint, send, close });
+  if (endpoint !== null) return freeze({ id, endpoint, user: userOf(record), send, close });
   return freeze({ id, uri, handler: record.handler, engine: record.engine, send, close: () => close() });
 }
 
@@ -122,8 +125,16 @@ function register(fields: Omit<SocketRecord, 'api'>): SocketRecord {
  * Rebuilds the registry in a recreated isolate from the host's records, or
  * records a session the host accepted (state open; the endpoint is set).
  */
-export function adoptSocket(id: string, uri: string, handler: string, engine: string, state: SocketState, endpoint: string): void {
-  register({ id, uri, handler, engine, state, endpoint: endpoint === '' ? null : endpoint });
+export function adoptSocket(id: string, uri: string, handler: string, engine: string, state: SocketState, endpoint: string, user: string): void {
+  register({ id, uri, handler, engine, state, endpoint: endpoint === '' ? null : endpoint, user });
+}
+
+/** A session's user: its JSON parsed once, on first use (most sessions are never asked). */
+const users = new SafeMap<string, SessionUser>();
+function userOf(record: SocketRecord): SessionUser {
+  if (record.user === '') return null;
+  if (!users.has(record.id)) users.set(record.id, jsonParse(record.user) as SessionUser);
+  return users.get(record.id)!;
 }
 
 /** The handler a socket's events go to, or null if it is not this tenant's. */
@@ -145,6 +156,7 @@ export function markOpen(id: string): void {
 /** Dirigible removes a client from the registry before `onClose` runs. */
 export function forget(id: string): void {
   sockets.delete(id);
+  users.delete(id);
 }
 
 export const websockets = freeze({
@@ -153,7 +165,7 @@ export const websockets = freeze({
     // inside this project) and throws an Error naming what is wrong.
     const id = StringCtor(hostConnect(uri, handler, engine));
     const name = engine === undefined || engine === null ? 'javascript' : StringCtor(engine);
-    return apiOf(register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null })) as WebsocketClient;
+    return apiOf(register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null, user: '' })) as WebsocketClient;
   },
   getClients(): ClientMetadata[] {
     const list: ClientMetadata[] = [];
@@ -177,7 +189,7 @@ export const websockets = freeze({
   getSessions(): SessionMetadata[] {
     const list: SessionMetadata[] = [];
     sockets.forEach((r) => {
-      if (r.endpoint !== null) list[list.length] = { id: r.id, endpoint: r.endpoint, handler: r.handler, state: r.state };
+      if (r.endpoint !== null) list[list.length] = { id: r.id, endpoint: r.endpoint, handler: r.handler, state: r.state, user: userOf(r) };
     });
     return list;
   },

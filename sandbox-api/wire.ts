@@ -53,6 +53,29 @@ export const TAKE_SHARED = -1;
 
 export const LOG_LEVELS = ['log', 'info', 'warn', 'error', 'debug'] as const;
 
+/**
+ * The text of a session's Open event: its endpoint, its user (JSON, '' for
+ * none) and its handler. Neither an endpoint name nor JSON holds a newline;
+ * a handler id (a file path) may, so it goes last.
+ */
+export function encodeSessionOpen(endpoint: string, user: string, handler: string): string {
+  return endpoint + '\n' + user + '\n' + handler;
+}
+
+/** Splits `encodeSessionOpen`'s text; `indexOf` and `slice` are passed in (the runtime uses captured ones). */
+export function decodeSessionOpen(
+  text: string,
+  indexOf: (text: string, search: string, from?: number) => number,
+  slice: (text: string, start: number, end?: number) => string,
+): { endpoint: string; user: string; handler: string } {
+  const a = indexOf(text, '\n');
+  const b = indexOf(text, '\n', a + 1);
+  return { endpoint: slice(text, 0, a), user: slice(text, a + 1, b), handler: slice(text, b + 1) };
+}
+
+/** How many strings each socket takes in the list a recreated isolate adopts: id, uri, handler, engine, state, endpoint, user. */
+export const ADOPT_FIELDS = 7;
+
 /** `WebsocketSession.close(code, reason)` as the text of a Close operation; '' for a plain close. */
 export function encodeClose(code: number | undefined, reason: string): string {
   return code === undefined ? '' : code + ':' + reason;
