@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
 import { DEFAULT_LIMITS, type Endpoint, Engine, type EngineOptions, IsletError, type TenantLog } from './index.js';
+import { jwtAuthorizer } from './jwt.js';
 
 /** The limits and their defaults, from the one table of defaults, wrapped for the help text. */
 function limitList(): string {
@@ -36,6 +37,8 @@ Usage:
   islet serve [ROOT] [--port 8080] [--host 127.0.0.1] [--workers N]
               [--allow-origin ORIGIN]... [--limit NAME=VALUE]...
               [--allow-private] [--allow-host H]... [--deny-host H]...
+              [--jwt-secret-file FILE | --jwt-public-key-file FILE]
+              [--jwt-issuer ISS] [--jwt-audience AUD]
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
       projects' pages at http://HOST:PORT/services/web/<project>/<path>.
@@ -53,6 +56,16 @@ Options:
   --allow-origin ORIGIN
                   serve: only pages of this origin may open sessions (repeat
                   for more); others get 403. Default: any origin.
+  --jwt-secret-file FILE, --jwt-public-key-file FILE
+                  serve: every session needs a JSON Web Token, checked with the
+                  HS256 secret in FILE (at least 32 bytes), or the RS256/ES256
+                  PEM public key in FILE: its signature, exp and nbf. It comes
+                  as "Authorization: Bearer <token>" or ?access_token=<token>;
+                  its claims are the session's user. A descriptor with
+                  "public": true needs none. Without either, every endpoint is
+                  open to anyone who can reach the port.
+  --jwt-issuer ISS, --jwt-audience AUD
+                  serve: the token's iss and aud must be these.
   --limit NAME=VALUE
                   a per-tenant limit (repeat for more), with its default:
 ${limitList()}
@@ -166,6 +179,10 @@ async function serve(args: string[]): Promise<number> {
       host: { type: 'string', default: '127.0.0.1' },
       'allow-origin': { type: 'string', multiple: true },
       'allow-private': { type: 'boolean' },
+      'jwt-secret-file': { type: 'string' },
+      'jwt-public-key-file': { type: 'string' },
+      'jwt-issuer': { type: 'string' },
+      'jwt-audience': { type: 'string' },
     },
   });
   if (values.help) {
@@ -174,7 +191,19 @@ async function serve(args: string[]): Promise<number> {
   }
   if (positionals.length > 1) usage('serve takes at most one ROOT');
   const root = path.resolve(positionals[0] ?? values.root ?? process.cwd());
-  const engine = new Engine({ ...engineOptions(values, root, values['allow-private'] === true), allowedOrigins: values['allow-origin'] ?? null });
+  const jwt = {
+    secretFile: values['jwt-secret-file'],
+    publicKeyFile: values['jwt-public-key-file'],
+    issuer: values['jwt-issuer'],
+    audience: values['jwt-audience'],
+  };
+  const checksTokens = jwt.secretFile !== undefined || jwt.publicKeyFile !== undefined;
+  if (!checksTokens && (jwt.issuer !== undefined || jwt.audience !== undefined)) usage('--jwt-issuer and --jwt-audience need --jwt-secret-file or --jwt-public-key-file');
+  const engine = new Engine({
+    ...engineOptions(values, root, values['allow-private'] === true),
+    allowedOrigins: values['allow-origin'] ?? null,
+    authorize: checksTokens ? jwtAuthorizer(jwt) : null,
+  });
   watch(engine);
   const host = values.host;
   // Endpoints are listed once the server is bound (its real port known), then after each reload.
@@ -198,6 +227,11 @@ async function serve(args: string[]): Promise<number> {
   const { port } = server.address() as AddressInfo;
   base = `${host.includes(':') ? `[${host}]` : host}:${port}`;
   process.stdout.write(`islet: serving ${root}\n`);
+  process.stdout.write(
+    checksTokens
+      ? 'islet: sessions need a JSON Web Token (endpoints whose descriptor says "public": true excepted)\n'
+      : 'islet: no --jwt-secret-file or --jwt-public-key-file: every endpoint is open to anyone who can reach this port\n',
+  );
   list(pending);
   process.stdout.write(`islet: listening on http://${base}/ (pages at /services/web/<project>/<path>)\n`);
   await new Promise<void>((resolve) => {

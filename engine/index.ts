@@ -11,6 +11,8 @@ export { DEFAULT_LIMITS, type EngineOptions } from './options.js';
 export type { OutboundOptions } from './outbound.js';
 export type { TenantLimits, LogLevel } from '../bridge/protocol.js';
 export type { Endpoint, DescriptorProblem } from './projects.js';
+export type { Authorize, SessionUser, Verdict } from './authorize.js';
+export { jwtAuthorizer, type JwtOptions } from './jwt.js';
 
 export interface EngineStats {
   sessions: number;

@@ -23,6 +23,8 @@ export interface Endpoint {
   handler: string;
   description: string;
   engine: string;
+  /** The descriptor says `"public": true`: `islet serve`'s JWT check lets anyone in. */
+  public: boolean;
   /** The descriptor, relative to the root. */
   file: string;
 }
@@ -99,7 +101,7 @@ function readDescriptor(root: string, file: string): Endpoint | DescriptorProble
   }
   const fields = parsed as Record<string, unknown>;
   const project = tenantOf(file);
-  const { endpoint, handler, description, engine } = fields;
+  const { endpoint, handler, description, engine, public: isPublic } = fields;
   if (typeof endpoint !== 'string' || endpoint === '') return problem(file, 'endpoint', 'is required, a non-empty string');
   if (!ENDPOINT_NAME.test(endpoint)) {
     return problem(file, 'endpoint', `"${endpoint.slice(0, 200)}" may only use letters, digits, ".", "_" and "-" (at most 128)`);
@@ -118,7 +120,8 @@ function readDescriptor(root: string, file: string): Endpoint | DescriptorProble
     return problem(file, 'engine', (error as Error).message);
   }
   if (description !== undefined && typeof description !== 'string') return problem(file, 'description', 'must be a string');
-  return { name: endpoint, path: SERVICE_PREFIX + endpoint, project, handler: handlerId, description: description ?? '', engine: engineName, file };
+  if (isPublic !== undefined && typeof isPublic !== 'boolean') return problem(file, 'public', 'must be true or false');
+  return { name: endpoint, path: SERVICE_PREFIX + endpoint, project, handler: handlerId, description: description ?? '', engine: engineName, public: isPublic === true, file };
 }
 
 /**
