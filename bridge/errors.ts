@@ -37,6 +37,8 @@ export const ErrorCodes = {
   ISLET_ERR_LIMIT: 'tenant limit reached',
   /** `send`/`close` on a client that has already closed. */
   ISLET_ERR_CLIENT_CLOSED: 'client already closed',
+  /** A peer did not answer a heartbeat ping in time; its connection was dropped. */
+  ISLET_ERR_HEARTBEAT_TIMEOUT: 'peer did not answer a heartbeat',
   /** A call into an isolate ran past its time budget. */
   ISLET_ERR_TIMEOUT: 'tenant code ran past its time budget',
   /** A tenant's isolate ran out of heap and was discarded. */

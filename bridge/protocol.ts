@@ -49,6 +49,8 @@ export interface TenantLimits {
   maxOutputBytes: number;
   /** Largest bundle of one script or handler, in bytes (host). */
   maxBundleBytes: number;
+  /** Messages one session's peer may send a second, in bursts of as many; 0: no limit (host). */
+  messagesPerSecond: number;
 }
 
 /** A socket as the worker's tenant sees it; sent again when a tenant is recreated. */

@@ -38,7 +38,7 @@ Usage:
               [--allow-origin ORIGIN]... [--limit NAME=VALUE]...
               [--allow-private] [--allow-host H]... [--deny-host H]...
               [--jwt-secret-file FILE | --jwt-public-key-file FILE]
-              [--jwt-issuer ISS] [--jwt-audience AUD]
+              [--jwt-issuer ISS] [--jwt-audience AUD] [--heartbeat-ms 30000]
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
       projects' pages at http://HOST:PORT/services/web/<project>/<path>.
@@ -66,6 +66,9 @@ Options:
                   open to anyone who can reach the port.
   --jwt-issuer ISS, --jwt-audience AUD
                   serve: the token's iss and aud must be these.
+  --heartbeat-ms N
+                  serve: ping every session and client this often; one that has
+                  not answered by the next ping is dropped. 0: off. Default: 30000.
   --limit NAME=VALUE
                   a per-tenant limit (repeat for more), with its default:
 ${limitList()}
@@ -179,6 +182,7 @@ async function serve(args: string[]): Promise<number> {
       host: { type: 'string', default: '127.0.0.1' },
       'allow-origin': { type: 'string', multiple: true },
       'allow-private': { type: 'boolean' },
+      'heartbeat-ms': { type: 'string' },
       'jwt-secret-file': { type: 'string' },
       'jwt-public-key-file': { type: 'string' },
       'jwt-issuer': { type: 'string' },
@@ -203,6 +207,7 @@ async function serve(args: string[]): Promise<number> {
     ...engineOptions(values, root, values['allow-private'] === true),
     allowedOrigins: values['allow-origin'] ?? null,
     authorize: checksTokens ? jwtAuthorizer(jwt) : null,
+    heartbeatMs: values['heartbeat-ms'] === undefined ? undefined : Number(values['heartbeat-ms']),
   });
   watch(engine);
   const host = values.host;

@@ -71,6 +71,8 @@ export class Engine extends EventEmitter<EngineEvents> {
       maxTenantQueuedBytes: resolved.limits.maxTenantQueuedBytes,
       handshakeTimeoutMs: resolved.handshakeTimeoutMs,
       outbound: resolved.outbound,
+      heartbeatMs: resolved.heartbeatMs,
+      messagesPerSecond: resolved.limits.messagesPerSecond,
     });
     const workers = new Workers({
       options: resolved,

@@ -40,6 +40,8 @@ export interface EngineOptions {
   authorize?: Authorize | null;
   /** How long `authorize` may take before the upgrade gets 503, in ms. Default: 5000. */
   authorizeTimeoutMs?: number;
+  /** Every open session and client is pinged this often; one that has not answered by the next ping is dropped. 0: off. Default: 30000. */
+  heartbeatMs?: number;
 }
 
 export const DEFAULT_LIMITS: TenantLimits = {
@@ -55,6 +57,7 @@ export const DEFAULT_LIMITS: TenantLimits = {
   maxTenantQueuedBytes: 64 * 1024 * 1024,
   maxOutputBytes: 32 * 1024 * 1024,
   maxBundleBytes: 8 * 1024 * 1024,
+  messagesPerSecond: 0,
 };
 
 export interface ResolvedOptions {
@@ -69,6 +72,7 @@ export interface ResolvedOptions {
   upgradeTimeoutMs: number;
   authorize: Authorize | null;
   authorizeTimeoutMs: number;
+  heartbeatMs: number;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -85,6 +89,7 @@ const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
   maxTenantQueuedBytes: [1024, 16 * 1024 * 1024 * 1024],
   maxOutputBytes: [1024, 1024 * 1024 * 1024],
   maxBundleBytes: [1024, 1024 * 1024 * 1024],
+  messagesPerSecond: [0, 1_000_000],
 };
 
 function integer(name: string, value: unknown, [min, max]: [number, number]): number {
@@ -141,5 +146,6 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     upgradeTimeoutMs: integer('upgradeTimeoutMs', options.upgradeTimeoutMs ?? 10_000, [100, 600_000]),
     authorize: authorizer(options.authorize),
     authorizeTimeoutMs: integer('authorizeTimeoutMs', options.authorizeTimeoutMs ?? 5000, [1, 600_000]),
+    heartbeatMs: integer('heartbeatMs', options.heartbeatMs ?? 30_000, [0, 3_600_000]),
   };
 }

@@ -11,6 +11,7 @@ import WebSocket from 'ws';
 import type { SocketInfo } from '../bridge/protocol.js';
 import { type OutboundPolicy, refused } from './outbound.js';
 import type { SandboxWorker } from './supervisor.js';
+import { Heartbeat } from './heartbeat.js';
 import { queuedBytes, TenantQueues } from './tenant-queues.js';
 
 /** A close a tenant asked for before the socket opened. */
@@ -35,6 +36,11 @@ interface HostSocket {
   /** Messages sent while bytes already waited, not written yet (see tenant-queues.ts, MESSAGE_COST); `sent` counts them down. */
   backlog: number;
   sent: (() => void) | null;
+  /** Answered (a pong or a message) since the last heartbeat ping. */
+  alive: boolean;
+  /** A session's rate limit: messages it may send now, and when that was counted. */
+  tokens: number;
+  countedAt: number;
 }
 
 type Coupled = WebSocket & { [HOST_SOCKET]: HostSocket };
@@ -52,6 +58,10 @@ export interface SocketHost {
   maxTenantQueuedBytes: number;
   handshakeTimeoutMs: number;
   outbound: OutboundPolicy;
+  /** Ping every open socket this often; 0: never. */
+  heartbeatMs: number;
+  /** Messages a session may send per second, in bursts of as many; 0: no limit. */
+  messagesPerSecond: number;
 }
 
 /** Largest close reason: a control frame's 125 bytes less the 2 of the code (RFC 6455 5.5). */
@@ -83,8 +93,16 @@ export class Sockets {
    */
   private readonly listeners = this.makeListeners();
 
+  private readonly heartbeat: Heartbeat<HostSocket>;
+
   constructor(private readonly host: SocketHost) {
     this.queues = new TenantQueues(host.maxTenantQueuedBytes, (tenant) => this.ofTenant(tenant));
+    this.heartbeat = new Heartbeat(host.heartbeatMs, () => this.sockets.values(), (socket) => {
+      const { info, worker } = socket;
+      worker.send({ t: 'event', id: info.id, event: 'error', text: `ISLET_ERR_HEARTBEAT_TIMEOUT: heartbeat timeout: the peer did not answer a ping within ${host.heartbeatMs} ms; the connection was dropped` }, info.tenant);
+      // Its 'close' follows: onClose runs, and the socket leaves the registry.
+      socket.ws!.terminate();
+    });
   }
 
   private *ofTenant(tenant: string): Iterable<HostSocket> {
@@ -110,7 +128,7 @@ export class Sockets {
 
   /** Takes a session the endpoint server accepted; the worker's handler is already loaded. */
   accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
-    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null };
+    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: this.host.messagesPerSecond, countedAt: performance.now() };
     this.sockets.set(info.id, socket);
     this.sessionCounts.set(info.tenant, this.sessionsOf(info.tenant) + 1);
     worker.send({ t: 'accept', socket: info }, info.tenant);
@@ -119,7 +137,7 @@ export class Sockets {
 
   /** Opens an outbound client a tenant asked for. */
   async open(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null };
+    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: this.host.messagesPerSecond, countedAt: performance.now() };
     this.sockets.set(info.id, socket);
     try {
       await this.host.loadHandler(worker, info);
@@ -167,6 +185,7 @@ export class Sockets {
     // A session is open already; only a client waits for its handshake.
     if (socket.info.kind === 'client') ws.on('open', this.listeners.open);
     ws.on('message', this.listeners.message);
+    ws.on('pong', this.listeners.pong);
     ws.on('error', this.listeners.error);
     ws.on('close', this.listeners.close);
     if (this.queues.isThrottled(socket.info.tenant)) ws.pause();
@@ -189,7 +208,10 @@ export class Sockets {
         }
       },
       message(this: WebSocket, data: Buffer, isBinary: boolean): void {
-        const { info, worker } = hostSocketOf(this);
+        const socket = hostSocketOf(this);
+        const { info, worker } = socket;
+        socket.alive = true;
+        if (info.kind === 'session' && sockets.host.messagesPerSecond > 0 && !sockets.withinRate(socket)) return;
         if (isBinary) {
           // The API is text only (RFC 6455 7.4.1: 1003, unsupported data). A
           // session is closed; a client's handler is told, as the server is not ours.
@@ -203,6 +225,9 @@ export class Sockets {
         worker.text(info.id, data, info.tenant);
         if (worker.backlogged) worker.holdBack(this);
       },
+      pong(this: WebSocket): void {
+        hostSocketOf(this).alive = true;
+      },
       error(this: WebSocket, error: Error): void {
         const { info, worker } = hostSocketOf(this);
         worker.send({ t: 'event', id: info.id, event: 'error', text: error.message }, info.tenant);
@@ -215,6 +240,28 @@ export class Sockets {
         socket.worker.send({ t: 'event', id: socket.info.id, event: 'close' }, socket.info.tenant);
       },
     };
+  }
+
+  /**
+   * A session's token bucket (messagesPerSecond, bursts of as many): true
+   * when this message may pass. A peer over it is closed with 1008 (policy
+   * violation) and its handler's onError is told; the message is dropped.
+   */
+  private withinRate(socket: HostSocket): boolean {
+    const rate = this.host.messagesPerSecond;
+    const now = performance.now();
+    socket.tokens = Math.min(rate, socket.tokens + ((now - socket.countedAt) * rate) / 1000);
+    socket.countedAt = now;
+    if (socket.tokens >= 1) {
+      socket.tokens -= 1;
+      return true;
+    }
+    if (socket.info.state !== 'closing') {
+      const { info, worker } = socket;
+      worker.send({ t: 'event', id: info.id, event: 'error', text: `ISLET_ERR_LIMIT: the peer sent more than ${rate} messages a second (limit messagesPerSecond); the session is closed with 1008` }, info.tenant);
+      this.close(info.id, 1008, 'message rate limit exceeded');
+    }
+    return false;
   }
 
   /** A socket that never opened: report the reason, then the close. */
@@ -340,6 +387,7 @@ export class Sockets {
   /** Closes every socket (the engine is closing) and waits for them. */
   async closeAll(): Promise<void> {
     this.queues.stop();
+    this.heartbeat.stop();
     const closing: Promise<void>[] = [];
     for (const socket of this.sockets.values()) {
       const ws = socket.ws;
