@@ -39,12 +39,15 @@ Usage:
               [--allow-private] [--allow-host H]... [--deny-host H]...
               [--jwt-secret-file FILE | --jwt-public-key-file FILE]
               [--jwt-issuer ISS] [--jwt-audience AUD] [--heartbeat-ms 30000]
+              [--shutdown-timeout-ms 10000]
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
       projects' pages at http://HOST:PORT/services/web/<project>/<path>.
       Prints each endpoint's URL; reports bad descriptors with file and
       field and serves the rest; reloads descriptors and handlers when files
-      change. Stops on SIGINT or SIGTERM, closing sessions with 1012.
+      change. On SIGINT or SIGTERM drains: new sessions get 503, open ones
+      close with 1001 and their onClose runs, then it exits (a second signal,
+      or --shutdown-timeout-ms passing, ends it at once).
 
 Options:
   --root DIR      projects root; handler ids "project/path/name" resolve to
@@ -69,6 +72,8 @@ Options:
   --heartbeat-ms N
                   serve: ping every session and client this often; one that has
                   not answered by the next ping is dropped. 0: off. Default: 30000.
+  --shutdown-timeout-ms N
+                  serve: how long draining may take. Default: 10000.
   --limit NAME=VALUE
                   a per-tenant limit (repeat for more), with its default:
 ${limitList()}
@@ -183,6 +188,7 @@ async function serve(args: string[]): Promise<number> {
       'allow-origin': { type: 'string', multiple: true },
       'allow-private': { type: 'boolean' },
       'heartbeat-ms': { type: 'string' },
+      'shutdown-timeout-ms': { type: 'string' },
       'jwt-secret-file': { type: 'string' },
       'jwt-public-key-file': { type: 'string' },
       'jwt-issuer': { type: 'string' },
@@ -208,6 +214,7 @@ async function serve(args: string[]): Promise<number> {
     allowedOrigins: values['allow-origin'] ?? null,
     authorize: checksTokens ? jwtAuthorizer(jwt) : null,
     heartbeatMs: values['heartbeat-ms'] === undefined ? undefined : Number(values['heartbeat-ms']),
+    shutdownTimeoutMs: values['shutdown-timeout-ms'] === undefined ? undefined : Number(values['shutdown-timeout-ms']),
   });
   watch(engine);
   const host = values.host;
@@ -244,6 +251,12 @@ async function serve(args: string[]): Promise<number> {
     process.once('SIGTERM', resolve);
     server.once('close', () => resolve());
   });
+  // Draining: a second signal ends the process at once, and so does the drain running far past its time.
+  const now = (): never => process.exit(1);
+  process.once('SIGINT', now);
+  process.once('SIGTERM', now);
+  setTimeout(now, Number(values['shutdown-timeout-ms'] ?? 10_000) + 2000).unref();
+  process.stdout.write('islet: draining: new sessions get 503, open ones close with 1001\n');
   await engine.close();
   return 0;
 }

@@ -43,6 +43,13 @@ function parts(engine: Engine): Parts {
   return partsOf.get(engine)!;
 }
 
+/** Waits for `work`, or `ms`, whichever comes first. */
+async function within(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([work, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
+
 function assertRunning(p: Parts): void {
   if (p.state !== 'running') throw new IsletError('ISLET_ERR_ENGINE_CLOSED', `the engine is ${p.state}; call start() first`);
 }
@@ -137,18 +144,27 @@ export class Engine extends EventEmitter<EngineEvents> {
     return done;
   }
 
-  /** Closes every socket, stops the workers, fails pending runs. */
+  /**
+   * Drains and stops: new upgrades get 503, every session is closed with 1001
+   * (going away) and every client too, each socket's onClose runs, then the
+   * workers stop; pending runs fail. Done within `shutdownTimeoutMs`: past
+   * it, what has not finished is cut off.
+   */
   async close(): Promise<void> {
     const p = parts(this);
     if (p.state === 'closed' || p.state === 'closing') return;
+    const deadline = Date.now() + p.options.shutdownTimeoutMs;
     const wasStarting = p.started;
     p.state = 'closing';
     if (wasStarting !== null) await wasStarting.catch(() => {});
     p.runs.fail(() => true, new IsletError('ISLET_ERR_ENGINE_CLOSED', 'the engine closed while the script ran'));
     p.served.close();
     const servers = p.routes.close();
-    await p.sockets.closeAll();
-    await servers;
+    const left = (): number => Math.max(0, deadline - Date.now());
+    await p.sockets.closeAll(left());
+    // The workers have been told of every close: their onClose handlers run before the workers stop.
+    await within(Promise.all(p.workers.list.map((w) => w.caughtUp())), left());
+    await within(servers, left());
     await p.workers.stop();
     p.state = 'closed';
   }

@@ -40,6 +40,8 @@ export interface EngineOptions {
   authorize?: Authorize | null;
   /** How long `authorize` may take before the upgrade gets 503, in ms. Default: 5000. */
   authorizeTimeoutMs?: number;
+  /** How long `close()` (and SIGTERM for `islet serve`) may take to drain: close every socket, run their onClose. Default: 10000. */
+  shutdownTimeoutMs?: number;
   /** Every open session and client is pinged this often; one that has not answered by the next ping is dropped. 0: off. Default: 30000. */
   heartbeatMs?: number;
 }
@@ -73,6 +75,7 @@ export interface ResolvedOptions {
   authorize: Authorize | null;
   authorizeTimeoutMs: number;
   heartbeatMs: number;
+  shutdownTimeoutMs: number;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -147,5 +150,6 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     authorize: authorizer(options.authorize),
     authorizeTimeoutMs: integer('authorizeTimeoutMs', options.authorizeTimeoutMs ?? 5000, [1, 600_000]),
     heartbeatMs: integer('heartbeatMs', options.heartbeatMs ?? 30_000, [0, 3_600_000]),
+    shutdownTimeoutMs: integer('shutdownTimeoutMs', options.shutdownTimeoutMs ?? 10_000, [0, 600_000]),
   };
 }

@@ -384,8 +384,8 @@ export class Sockets {
     }
   }
 
-  /** Closes every socket (the engine is closing) and waits for them. */
-  async closeAll(): Promise<void> {
+  /** Closes every socket (the engine is closing) and waits for them, at most `graceMs` for a peer to answer its close. */
+  async closeAll(graceMs: number): Promise<void> {
     this.queues.stop();
     this.heartbeat.stop();
     const closing: Promise<void>[] = [];
@@ -397,11 +397,10 @@ export class Sockets {
         ws.terminate();
         continue;
       }
-      // 1012 (service restart) for sessions, 1001 (going away) for clients.
-      if (socket.info.kind === 'session') ws.close(1012, 'islet engine closing');
-      else ws.close(1001, 'islet engine closing');
+      // 1001: going away, for sessions and clients alike.
+      ws.close(1001, 'islet engine closing');
       // A peer that never answers the close frame must not hold the engine open.
-      setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
+      setTimeout(() => ws.terminate(), Math.min(CLOSE_GRACE_MS, graceMs)).unref();
     }
     this.sockets.clear();
     await Promise.all(closing);

@@ -98,6 +98,8 @@ export class SandboxWorker {
   private taken = 0;
   private readonly unacknowledged = new Unacknowledged();
   private readonly heldBack = new Set<Pausable>();
+  /** `caughtUp` callers: each waits for an idle that covers `seq`. */
+  private catchUps: { seq: number; done: () => void }[] = [];
   private exited: Promise<void> = Promise.resolve();
   /** The watchdog: when the process last showed progress (an `idle`, or a new call started), and the calls it had started then. */
   private lastProgress = 0;
@@ -168,6 +170,7 @@ export class SandboxWorker {
       this.child = null;
       this.writer = null;
       this.isReady = false;
+      for (const c of this.catchUps.splice(0)) c.done();
       this.modules.clear();
       // What the dead process had not started on goes to the next one first.
       this.queued = [...this.unacknowledged.take(), ...this.queued];
@@ -202,6 +205,7 @@ export class SandboxWorker {
       this.unacknowledged.done(message.seq);
       this.callsAtIdle = message.calls;
       this.taken = message.seq;
+      this.catchUps = this.catchUps.filter((c) => (c.seq <= message.seq ? void c.done() : true));
       writer.flush();
       if (this.unacknowledged.bytes <= MAX_BACKLOG_BYTES / 2) this.letGo();
       return;
@@ -311,6 +315,16 @@ export class SandboxWorker {
     const seq = ++this.written;
     if (replayFor !== null) this.unacknowledged.add(seq, replayFor, frame);
     frame(this.writer);
+  }
+
+  /**
+   * Resolves once the process has taken every frame written so far and ended
+   * the turn that took them (its handlers have run), or is gone.
+   */
+  caughtUp(): Promise<void> {
+    const seq = this.written;
+    if (this.child === null || !this.isReady || this.taken >= seq) return Promise.resolve();
+    return new Promise((done) => this.catchUps.push({ seq, done }));
   }
 
   /** Stops the process for good and waits for it to exit. */

@@ -94,10 +94,10 @@ describe('islet run', () => {
 });
 
 describe('islet serve', () => {
-  it('islet serve: prints each endpoint URL and bad descriptors, serves them, and closes sessions with 1012 on SIGTERM', async () => {
+  it('islet serve: prints each endpoint URL and bad descriptors, serves them, and on SIGTERM drains: sessions close with 1001, their onClose runs, it exits 0', async () => {
     const root = makeRoot({
       'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
-      'p/h.js': 'exports.onMessage = (m) => "got " + m;\nexports.onOpen = () => console.log("opened");',
+      'p/h.js': 'exports.onMessage = (m) => "got " + m;\nexports.onOpen = () => console.log("opened");\nexports.onClose = (id) => console.log("closed " + id);',
       'p/bad.websocket': JSON.stringify({ endpoint: 'x' }),
     });
     const child = spawn(process.execPath, [CLI, 'serve', root, '--port', '0'], { cwd: root });
@@ -117,11 +117,14 @@ describe('islet serve', () => {
       const client = await connect(url);
       client.ws.send('hi');
       expect(await client.receive(1)).to.deep.equal(['got hi']);
+      const other = await connect(url);
       child.kill('SIGTERM');
-      expect((await client.closed)[0]).to.equal(1012);
+      expect(await client.closed).to.deep.equal([1001, 'islet engine closing']);
+      expect((await other.closed)[0]).to.equal(1001);
       const [code] = (await exited) as [number];
       expect(code).to.equal(0);
       expect(stdout).to.contain('[p] opened');
+      expect(stdout.match(/\[p\] closed \d+/g)).to.have.length(2);
     } finally {
       child.kill('SIGKILL');
     }
