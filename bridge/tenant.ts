@@ -5,7 +5,7 @@
 import ivm from 'isolated-vm';
 import type { BundledCode, TenantLimits } from './protocol.js';
 
-import { OUTPUT_BUFFER_BYTES, OUTPUT_HEADER, Progress, TAKE_SHARED } from '../sandbox-api/wire.js';
+import { DISPATCHED, OUTPUT_BUFFER_BYTES, OUTPUT_HEADER, Progress, TAKE_SHARED } from '../sandbox-api/wire.js';
 
 export { Event, Op } from '../sandbox-api/wire.js';
 
@@ -19,6 +19,8 @@ export interface TenantHost {
   timerDue(tenant: Tenant, id: number): void;
   /** One output operation, as the runtime made it (wire.ts, `Op`); called during a call into the isolate. */
   output(tenant: Tenant, op: number, id: number, text: string): void;
+  /** The runtime's dispatch loop is done (wire.ts, DISPATCHED): write out what the call made. */
+  dispatched(tenant: Tenant): void;
 }
 
 const MAX_DELAY = 2 ** 31 - 1;
@@ -134,6 +136,10 @@ export class Tenant {
   /** The runtime's output callback: what the shared buffer holds goes first, then this operation. */
   output(op: unknown, id: unknown, text: unknown): void {
     this.takeShared();
+    if (op === DISPATCHED) {
+      this.host.dispatched(this);
+      return;
+    }
     // The runtime passes primitives it made; anything else is dropped, not trusted.
     if (op !== TAKE_SHARED && typeof op === 'number' && typeof id === 'number' && typeof text === 'string') this.host.output(this, op, id, text);
   }

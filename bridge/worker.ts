@@ -68,6 +68,7 @@ export class Worker {
     },
     timerDue: (tenant, id) => this.queue(tenant, Event.Timer, id, ''),
     output: (tenant, op, id, text) => this.forwardOp(tenant, op, id, text),
+    dispatched: () => this.writer.flush(),
   };
 
   constructor(

@@ -5,7 +5,7 @@
 // made: primitives the runtime made, never a tenant's own object, and
 // nothing held back in the isolate, where a memory limit would take it along.
 
-import { Op, OUTPUT_HEADER, Progress, SHARED_TEXT_MAX, TAKE_SHARED } from './wire.js';
+import { DISPATCHED, Op, OUTPUT_HEADER, Progress, SHARED_TEXT_MAX, TAKE_SHARED } from './wire.js';
 
 declare const __isletConfig: string;
 declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number | HostError;
@@ -195,6 +195,11 @@ export function emit(op: number, id: number, text: string): void {
   for (let i = 0; i < length; i++) outputBuffer[at + OUTPUT_HEADER + i] = charCodeAt(text, i);
   // Only now is it the worker's: an isolate lost mid-write leaves no half operation.
   progress[Progress.Output] = at + OUTPUT_HEADER + length;
+}
+
+/** The dispatch loop is done: the worker writes out what it has (wire.ts, DISPATCHED). */
+export function dispatched(): void {
+  hostOutput(DISPATCHED, 0, '');
 }
 
 /** A dispatch begins: its output is counted afresh. */

@@ -16,6 +16,7 @@ import {
   errorMessage,
   errorText,
   freeze,
+  dispatched,
   newCall,
   progress,
   stringIndexOf,
@@ -294,6 +295,7 @@ function dispatch(batch: (number | string)[]): void {
   } finally {
     progress[Progress.Event] = -1;
   }
+  dispatched();
 }
 
 /** Defines (or, on reload, replaces) a bundled module; null marks one that failed to load. */

@@ -50,6 +50,13 @@ export const OUTPUT_HEADER = 4;
 export const SHARED_TEXT_MAX = 256;
 /** The op with which the runtime's callback asks the worker only to take the shared buffer. */
 export const TAKE_SHARED = -1;
+/**
+ * The op with which the runtime says its dispatch loop is done: the worker
+ * writes out what the call made so far. What runs after (microtasks, and
+ * isolated-vm copying a stray rejection out, which may run a tenant's getters
+ * past the budget until the watchdog ends the process) cannot take it along.
+ */
+export const DISPATCHED = -2;
 
 export const LOG_LEVELS = ['log', 'info', 'warn', 'error', 'debug'] as const;
 

@@ -161,3 +161,33 @@ describe('hazard: lost output to a memory limit', () => {
     expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
   });
 });
+
+describe('hazard: lost output to getters isolated-vm runs past the budget', () => {
+  it('lost output: a stray rejection whose reason loops in a getter holds the worker until the watchdog ends it; what the handler did before is kept, the tenant is blamed, the victim is answered after', async function () {
+    this.timeout(30_000);
+    const root = makeRoot({
+      ...VICTIM,
+      'a/e.websocket': JSON.stringify({ handler: 'a/h', endpoint: 'a' }),
+      'a/h.js': `const ws = require("net/v4/websockets");
+exports.onMessage = (m, id) => {
+  ws.getSession(id).send("sent before " + m);
+  console.log("logged before " + m);
+  // isolated-vm reads the reason's message when it throws the rejection out of the call, outside any budget.
+  Promise.reject({ get message() { for (;;); } });
+};
+`,
+    });
+    const s = await serveRoot(root, { limits: { callTimeoutMs: 200 } });
+    const victim = await connect(s.url('victim'));
+    const attacker = await connect(s.url('a'));
+    attacker.ws.send('getter');
+    expect(await attacker.receive(1, 2000)).to.deep.equal(['sent before getter']);
+    await s.waitForLine((l) => l === 'logged before getter', 2000);
+    victim.ws.send('1');
+    // Held for the watchdog's bound (200 ms + 3 s), then answered by the restarted worker.
+    expect(await victim.receive(1, 8000)).to.deep.equal(['victim 1']);
+    for (let i = 0; i < 100 && s.errors.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(s.errors.map((e) => e.tenant)).to.deep.equal(['a']);
+    expect(s.errors[0]!.error).to.match(/^ISLET_ERR_WORKER_DIED: the sandbox worker died \(it stopped answering for \d+ ms/);
+  });
+});
