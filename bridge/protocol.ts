@@ -69,6 +69,9 @@ export interface SocketInfo {
   user: string;
 }
 
+/** One tenant's use of a worker, as `stats` reports it. */
+export type TenantUsage = [tenant: string, callMs: number, heapBytes: number, timeouts: number, memoryLimits: number];
+
 /** A bundled module or script, ready to evaluate in an isolate. */
 export interface BundledCode {
   /** Module id (`project/path/name`) or script path relative to the root. */
@@ -108,14 +111,15 @@ export type WorkerToHost =
   | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }
   | { t: 'log'; tenant: string; level: LogLevel; text: string }
   | { t: 'runDone'; run: number; error?: string }
-  | { t: 'stats'; ask: number; isolates: number; sockets: number }
+  /** `tenants`: per tenant on the worker, [name, ms spent in its calls, its isolate's heap bytes, calls stopped at callTimeoutMs, isolates lost to memoryMiB]. */
+  | { t: 'stats'; ask: number; isolates: number; sockets: number; tenants: TenantUsage[] }
   | { t: 'tenantError'; tenant: string; error: string }
   /** A call into the tenant ran `ms`, far past its budget (see the worker's `overran`). */
   | { t: 'overran'; tenant: string; ms: number }
   /** A handler module (bundle `file`) failed while it loaded; it is not run again. */
   | { t: 'moduleFailed'; tenant: string; module: string; file: string; error: string };
 
-type FieldType = 'number' | 'string' | 'client' | 'level' | 'number?' | 'string?';
+type FieldType = 'number' | 'string' | 'client' | 'level' | 'usage' | 'number?' | 'string?';
 
 /** The fields of every message a worker may send, by type: what the host checks before it acts. */
 const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
@@ -126,7 +130,7 @@ const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
   close: { id: 'number', tenant: 'string', code: 'number?', reason: 'string?' },
   log: { tenant: 'string', level: 'level', text: 'string' },
   runDone: { run: 'number', error: 'string?' },
-  stats: { ask: 'number', isolates: 'number', sockets: 'number' },
+  stats: { ask: 'number', isolates: 'number', sockets: 'number', tenants: 'usage' },
   tenantError: { tenant: 'string', error: 'string' },
   moduleFailed: { tenant: 'string', module: 'string', file: 'string', error: 'string' },
   overran: { tenant: 'string', ms: 'number' },
@@ -154,6 +158,8 @@ function fieldOk(value: unknown, type: FieldType): boolean {
       return value === undefined || fieldOk(value, 'number');
     case 'string?':
       return value === undefined || typeof value === 'string';
+    case 'usage':
+      return Array.isArray(value) && value.every((u) => Array.isArray(u) && u.length === 5 && typeof u[0] === 'string' && u.slice(1).every((n) => fieldOk(n, 'number')));
     case 'level':
       return typeof value === 'string' && LEVELS.includes(value);
     case 'client': {

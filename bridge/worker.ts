@@ -4,7 +4,7 @@
 // that comes out of an isolate: every output is checked here (types, sizes,
 // which tenant owns the socket) before it is forwarded. main.ts runs it.
 import type { ProgressLog } from './progress-log.js';
-import { FrameKind, FrameReader, type FrameWriter, type HostToWorker, type SocketInfo, type TenantLimits, type WorkerToHost } from './protocol.js';
+import { FrameKind, FrameReader, type FrameWriter, type HostToWorker, type SocketInfo, type TenantLimits, type TenantUsage, type WorkerToHost } from './protocol.js';
 import { decodeClose, encodeSessionOpen, LOG_LEVELS } from '../sandbox-api/wire.js';
 import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
 import { WorkerModules } from './worker-modules.js';
@@ -45,6 +45,8 @@ export class Worker {
   /** A turn stopped to let the host read this worker's output; the next one goes on with it. */
   private turnPaused = false;
   private awaitingDrain = false;
+  /** Per tenant, across its isolates: ms spent in its calls, calls stopped at the budget, isolates lost to the heap limit. */
+  private readonly usage = new Map<string, { ms: number; timeouts: number; memoryLimits: number }>();
   /** Frames received from the host, and calls into isolates started. */
   private received = 0;
   private calls = 0;
@@ -165,11 +167,27 @@ export class Worker {
       } catch (error) {
         this.failedCall(tenant, error);
       }
-      this.overran(tenant, performance.now() - began);
+      const ms = performance.now() - began;
+      this.usageOf(tenant.name).ms += ms;
+      this.overran(tenant, ms);
     }
     // Goes out with this turn's output, now rather than a turn later.
     this.send({ t: 'idle', seq: this.received, calls: this.calls });
     this.writer.flush();
+  }
+
+  private usageOf(name: string): { ms: number; timeouts: number; memoryLimits: number } {
+    let usage = this.usage.get(name);
+    if (usage === undefined) this.usage.set(name, (usage = { ms: 0, timeouts: 0, memoryLimits: 0 }));
+    return usage;
+  }
+
+  private usageList(): TenantUsage[] {
+    return [...this.usage].map(([name, u]) => {
+      const isolate = this.tenants.get(name)?.isolate;
+      const heap = isolate === undefined || isolate.isDisposed ? 0 : isolate.getHeapStatisticsSync().used_heap_size;
+      return [name, Math.round(u.ms), heap, u.timeouts, u.memoryLimits];
+    });
   }
 
   /**
@@ -204,12 +222,14 @@ export class Worker {
     const limits = this.limits;
     let fault: string;
     if (lost) {
+      if (/memory limit/i.test(message)) this.usageOf(tenant.name).memoryLimits++;
       fault = /memory limit/i.test(message)
         ? `ISLET_ERR_MEMORY_LIMIT: tenant "${tenant.name}" ran out of its ${limits.memoryMiB} MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event`
         : `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event`;
       this.tenants.delete(tenant.name);
       tenant.dispose();
     } else {
+      this.usageOf(tenant.name).timeouts++;
       fault = `ISLET_ERR_TIMEOUT: tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs)`;
     }
     if (stopped.loading !== null) {
@@ -366,7 +386,7 @@ export class Worker {
         break;
       }
       case 'stats':
-        this.send({ t: 'stats', ask: message.ask, isolates: this.tenants.size, sockets: this.sockets.size });
+        this.send({ t: 'stats', ask: message.ask, isolates: this.tenants.size, sockets: this.sockets.size, tenants: this.usageList() });
         break;
       case 'ping':
         break; // the idle that ends this turn is the answer

@@ -1,4 +1,5 @@
 // The islet command line: `islet run <script>`, `islet serve [ROOT]`, `islet --help`.
+import http from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
@@ -39,7 +40,7 @@ Usage:
               [--allow-private] [--allow-host H]... [--deny-host H]...
               [--jwt-secret-file FILE | --jwt-public-key-file FILE]
               [--jwt-issuer ISS] [--jwt-audience AUD] [--heartbeat-ms 30000]
-              [--shutdown-timeout-ms 10000]
+              [--shutdown-timeout-ms 10000] [--metrics-port PORT [--metrics-host 127.0.0.1]]
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
       projects' pages at http://HOST:PORT/services/web/<project>/<path>.
@@ -74,6 +75,11 @@ Options:
                   not answered by the next ping is dropped. 0: off. Default: 30000.
   --shutdown-timeout-ms N
                   serve: how long draining may take. Default: 10000.
+  --metrics-port PORT, --metrics-host HOST
+                  serve: /metrics (Prometheus text: per-tenant sessions, messages,
+                  bytes, call time, heap, limits hit, refused upgrades, heartbeat
+                  timeouts, quarantines) and /healthz on PORT, at HOST
+                  (default 127.0.0.1).
   --limit NAME=VALUE
                   a per-tenant limit (repeat for more), with its default:
 ${limitList()}
@@ -189,6 +195,8 @@ async function serve(args: string[]): Promise<number> {
       'allow-private': { type: 'boolean' },
       'heartbeat-ms': { type: 'string' },
       'shutdown-timeout-ms': { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'metrics-host': { type: 'string', default: '127.0.0.1' },
       'jwt-secret-file': { type: 'string' },
       'jwt-public-key-file': { type: 'string' },
       'jwt-issuer': { type: 'string' },
@@ -246,6 +254,7 @@ async function serve(args: string[]): Promise<number> {
   );
   list(pending);
   process.stdout.write(`islet: listening on http://${base}/ (pages at /services/web/<project>/<path>)\n`);
+  const metrics = values['metrics-port'] === undefined ? null : await serveMetrics(engine, Number(values['metrics-port']), values['metrics-host']);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
@@ -258,7 +267,30 @@ async function serve(args: string[]): Promise<number> {
   setTimeout(now, Number(values['shutdown-timeout-ms'] ?? 10_000) + 2000).unref();
   process.stdout.write('islet: draining: new sessions get 503, open ones close with 1001\n');
   await engine.close();
+  metrics?.close();
   return 0;
+}
+
+/** /metrics (Prometheus text) and /healthz (200 while the engine runs and its workers answer, else 503), on a port of their own. */
+async function serveMetrics(engine: Engine, port: number, host: string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const answer = (status: number, type: string, body: string): void => {
+      res.writeHead(status, { 'content-type': type }).end(body);
+    };
+    const path = (req.url ?? '').split('?')[0];
+    if (path === '/metrics') {
+      engine.metrics().then((text) => answer(200, 'text/plain; version=0.0.4; charset=utf-8', text), () => answer(503, 'text/plain', 'not running\n'));
+    } else if (path === '/healthz') {
+      void engine.healthy().then((ok) => answer(ok ? 200 : 503, 'text/plain', ok ? 'ok\n' : 'unhealthy\n'));
+    } else answer(404, 'text/plain', 'not found\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const { port: bound } = server.address() as AddressInfo;
+  process.stdout.write(`islet: metrics on http://${host.includes(':') ? `[${host}]` : host}:${bound}/metrics and /healthz\n`);
+  return server;
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -14,6 +14,8 @@ import { Handlers, SCRIPT_PREFIX } from './handlers.js';
 import type { EngineEvents, EngineStats } from './index.js';
 import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import type { Endpoint } from './projects.js';
+import { Metrics, type TenantCounters } from './metrics.js';
+import type { TenantUsage } from '../bridge/protocol.js';
 import { Quarantine } from './quarantine.js';
 import { Routes } from './routes.js';
 import { Runs, scriptPath } from './runs.js';
@@ -33,6 +35,7 @@ interface Parts {
   workers: Workers;
   served: Served;
   routes: Routes;
+  metrics: Metrics;
   state: State;
   started: Promise<void> | null;
 }
@@ -67,7 +70,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     const quarantine = new Quarantine(resolved.quarantineMs);
     const runs = new Runs();
     const running = (): boolean => p.state === 'running';
-    const sockets = new Sockets({
+    const metrics: Metrics = new Metrics({
+      open: (): ReturnType<Sockets['openByTenant']> => sockets.openByTenant(),
+      usage: async (): Promise<TenantUsage[]> => (await workers.stats()).tenants,
+    });
+    const sockets: Sockets = new Sockets({
       loadHandler: (worker, info) => handlers.prepare(worker, info.tenant, info.handler),
       handlerFailed: (worker, info, error) => {
         worker.send({ t: 'moduleFailed', tenant: info.tenant, handler: info.handler }, info.tenant);
@@ -80,21 +87,23 @@ export class Engine extends EventEmitter<EngineEvents> {
       outbound: resolved.outbound,
       heartbeatMs: resolved.heartbeatMs,
       messagesPerSecond: resolved.limits.messagesPerSecond,
+      counters: (tenant): TenantCounters => metrics.of(tenant),
     });
-    const workers = new Workers({
+    const workers: Workers = new Workers({
       options: resolved,
       bundler,
       sockets,
       handlers,
       runs,
       quarantine,
+      metrics,
       emit,
       report,
       closing: () => p.state === 'closing' || p.state === 'closed',
     });
     const served = new Served({ root: resolved.root, watch: resolved.watch, bundler, handlers, quarantine, workers: () => workers.list, emit, report, running });
-    const routes = new Routes({ options: resolved, served, handlers, sockets, workers, quarantine, emit, report, running });
-    const p: Parts = { options: resolved, bundler, quarantine, runs, handlers, sockets, workers, served, routes, state: 'new', started: null };
+    const routes = new Routes({ options: resolved, served, handlers, sockets, workers, quarantine, metrics, emit, report, running });
+    const p: Parts = { options: resolved, bundler, quarantine, runs, handlers, sockets, workers, served, routes, metrics, state: 'new', started: null };
     partsOf.set(this, p);
   }
 
@@ -186,6 +195,24 @@ export class Engine extends EventEmitter<EngineEvents> {
       workerSockets: held.sockets,
       handles: (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().length,
     };
+  }
+
+  /** The metrics in Prometheus's text format (what `islet serve --metrics-port` serves at /metrics). */
+  async metrics(): Promise<string> {
+    const p = parts(this);
+    assertRunning(p);
+    return p.metrics.text();
+  }
+
+  /** Running, and every worker answers within `timeoutMs` (what /healthz says). */
+  async healthy(timeoutMs = 2000): Promise<boolean> {
+    const p = parts(this);
+    if (p.state !== 'running') return false;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+    const answered = await Promise.race([p.workers.stats().then(() => true), late]);
+    clearTimeout(timer);
+    return answered && p.state === 'running';
   }
 
   /** The endpoints served, from the `*.websocket` descriptors under the root. */

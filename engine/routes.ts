@@ -8,6 +8,7 @@ import type { IsletError } from '../bridge/errors.js';
 import { decide } from './authorize.js';
 import { type Emit, guarded, type Report } from './events.js';
 import type { Handlers } from './handlers.js';
+import { type Metrics, NO_TENANT } from './metrics.js';
 import type { ResolvedOptions } from './options.js';
 import { type Endpoint, SERVICE_PREFIX } from './projects.js';
 import type { Quarantine } from './quarantine.js';
@@ -26,6 +27,7 @@ export interface RoutesHost {
   sockets: Sockets;
   workers: Workers;
   quarantine: Quarantine;
+  metrics: Metrics;
   emit: Emit;
   report: Report;
   running(): boolean;
@@ -90,7 +92,7 @@ export class Routes {
     if (pathname === null || !pathname.startsWith(SERVICE_PREFIX)) return false;
     socket.on('error', ignore); // a peer that resets mid-upgrade is its own loss
     if (!this.host.running()) {
-      refuseUpgrade(socket, 503, 'islet is not running');
+      this.refuse(socket, NO_TENANT, 503, 'islet is not running');
       return true;
     }
     let name: string;
@@ -102,12 +104,12 @@ export class Routes {
     const endpoint = this.host.served.get(name);
     if (endpoint === undefined) {
       // Dirigible accepted unknown endpoints silently; a client deserves to know.
-      refuseUpgrade(socket, 404, `no endpoint "${name.slice(0, 200)}"`);
+      this.refuse(socket, NO_TENANT, 404, `no endpoint "${name.slice(0, 200)}"`);
       return true;
     }
     const refusal = this.refusal(endpoint, req);
     if (refusal !== null) {
-      refuseUpgrade(socket, refusal.status, refusal.reason);
+      this.refuse(socket, endpoint.project, refusal.status, refusal.reason);
       return true;
     }
     void this.acceptSession(endpoint, req, socket, head);
@@ -123,6 +125,13 @@ export class Routes {
       served = serveStatic(this.host.options.root, (requested, real) => pages.isServerCode(requested, real), req, res);
     }, () => answer(res, 500, 'internal error'));
     return served;
+  }
+
+  /** Refuses an upgrade, counted for its tenant (NO_TENANT: it named no endpoint). */
+  private refuse(socket: Duplex, tenant: string, status: number, reason: string): void {
+    const refused = this.host.metrics.of(tenant).refused;
+    refused.set(status, (refused.get(status) ?? 0) + 1);
+    refuseUpgrade(socket, status, reason);
   }
 
   /** Why an upgrade to this endpoint is refused now, or null. */
@@ -148,7 +157,7 @@ export class Routes {
       const decision = await decide(options.authorize, req, endpoint, options.authorizeTimeoutMs, this.host.report);
       if (socket.destroyed) return;
       if ('status' in decision) {
-        refuseUpgrade(socket, decision.status, decision.reason);
+        this.refuse(socket, endpoint.project, decision.status, decision.reason);
         return;
       }
       user = decision.user;
@@ -165,7 +174,7 @@ export class Routes {
     if (socket.destroyed) return;
     // The engine began to close while the handler was being bundled.
     if (!this.host.running()) {
-      refuseUpgrade(socket, 503, 'islet is not running');
+      this.refuse(socket, endpoint.project, 503, 'islet is not running');
       return;
     }
     this.wss ??= new WebSocketServer({ noServer: true, maxPayload: this.host.options.limits.maxMessageBytes, perMessageDeflate: false });

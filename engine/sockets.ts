@@ -12,6 +12,7 @@ import type { SocketInfo } from '../bridge/protocol.js';
 import { type OutboundPolicy, refused } from './outbound.js';
 import type { SandboxWorker } from './supervisor.js';
 import { Heartbeat } from './heartbeat.js';
+import type { TenantCounters } from './metrics.js';
 import { queuedBytes, TenantQueues } from './tenant-queues.js';
 
 /** A close a tenant asked for before the socket opened. */
@@ -41,6 +42,8 @@ interface HostSocket {
   /** A session's rate limit: messages it may send now, and when that was counted. */
   tokens: number;
   countedAt: number;
+  /** Its tenant's counters (metrics.ts). */
+  counters: TenantCounters;
 }
 
 type Coupled = WebSocket & { [HOST_SOCKET]: HostSocket };
@@ -62,6 +65,8 @@ export interface SocketHost {
   heartbeatMs: number;
   /** Messages a session may send per second, in bursts of as many; 0: no limit. */
   messagesPerSecond: number;
+  /** A tenant's counters. */
+  counters(tenant: string): TenantCounters;
 }
 
 /** Largest close reason: a control frame's 125 bytes less the 2 of the code (RFC 6455 5.5). */
@@ -99,6 +104,7 @@ export class Sockets {
     this.queues = new TenantQueues(host.maxTenantQueuedBytes, (tenant) => this.ofTenant(tenant));
     this.heartbeat = new Heartbeat(host.heartbeatMs, () => this.sockets.values(), (socket) => {
       const { info, worker } = socket;
+      socket.counters.heartbeatTimeouts++;
       worker.send({ t: 'event', id: info.id, event: 'error', text: `ISLET_ERR_HEARTBEAT_TIMEOUT: heartbeat timeout: the peer did not answer a ping within ${host.heartbeatMs} ms; the connection was dropped` }, info.tenant);
       // Its 'close' follows: onClose runs, and the socket leaves the registry.
       socket.ws!.terminate();
@@ -115,6 +121,18 @@ export class Sockets {
     return { sessions, clients: this.sockets.size - sessions };
   }
 
+  /** Open sessions and clients per tenant (for metrics). */
+  openByTenant(): Map<string, { sessions: number; clients: number }> {
+    const open = new Map<string, { sessions: number; clients: number }>();
+    for (const socket of this.sockets.values()) {
+      let o = open.get(socket.info.tenant);
+      if (o === undefined) open.set(socket.info.tenant, (o = { sessions: 0, clients: 0 }));
+      if (socket.info.kind === 'session') o.sessions++;
+      else o.clients++;
+    }
+    return open;
+  }
+
   sessionsOf(tenant: string): number {
     return this.sessionCounts.get(tenant) ?? 0;
   }
@@ -128,7 +146,7 @@ export class Sockets {
 
   /** Takes a session the endpoint server accepted; the worker's handler is already loaded. */
   accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
-    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: this.host.messagesPerSecond, countedAt: performance.now() };
+    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: this.host.messagesPerSecond, countedAt: performance.now(), counters: this.host.counters(info.tenant) };
     this.sockets.set(info.id, socket);
     this.sessionCounts.set(info.tenant, this.sessionsOf(info.tenant) + 1);
     worker.send({ t: 'accept', socket: info }, info.tenant);
@@ -137,7 +155,7 @@ export class Sockets {
 
   /** Opens an outbound client a tenant asked for. */
   async open(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: this.host.messagesPerSecond, countedAt: performance.now() };
+    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: this.host.messagesPerSecond, countedAt: performance.now(), counters: this.host.counters(info.tenant) };
     this.sockets.set(info.id, socket);
     try {
       await this.host.loadHandler(worker, info);
@@ -211,6 +229,8 @@ export class Sockets {
         const socket = hostSocketOf(this);
         const { info, worker } = socket;
         socket.alive = true;
+        socket.counters.messagesIn++;
+        socket.counters.bytesIn += data.length;
         if (info.kind === 'session' && sockets.host.messagesPerSecond > 0 && !sockets.withinRate(socket)) return;
         if (isBinary) {
           // The API is text only (RFC 6455 7.4.1: 1003, unsupported data). A
@@ -256,6 +276,7 @@ export class Sockets {
       socket.tokens -= 1;
       return true;
     }
+    socket.counters.hit('messagesPerSecond');
     if (socket.info.state !== 'closing') {
       const { info, worker } = socket;
       worker.send({ t: 'event', id: info.id, event: 'error', text: `ISLET_ERR_LIMIT: the peer sent more than ${rate} messages a second (limit messagesPerSecond); the session is closed with 1008` }, info.tenant);
@@ -315,8 +336,10 @@ export class Sockets {
     const tenantQueued = this.queues.count(socket, queued);
     let over: string | null = null;
     if (queued + payload.length > this.host.maxQueuedBytes) {
+      socket.counters.hit('maxQueuedBytes');
       over = `${queued} bytes already wait to be sent on ${socket.info.kind} ${id}, whose peer is not reading (limit maxQueuedBytes ${this.host.maxQueuedBytes})`;
     } else if (tenantQueued + payload.length > this.host.maxTenantQueuedBytes && this.queues.recount(socket.info.tenant) + payload.length > this.host.maxTenantQueuedBytes) {
+      socket.counters.hit('maxTenantQueuedBytes');
       over = `${this.queues.recount(socket.info.tenant)} bytes already wait to be sent on tenant "${socket.info.tenant}"'s sockets, whose peers are not reading (limit maxTenantQueuedBytes ${this.host.maxTenantQueuedBytes})`;
     }
     if (over !== null) {
@@ -328,6 +351,8 @@ export class Sockets {
     }
     this.queues.checkThrottle(socket.info.tenant, this.queues.count(socket, queued + payload.length));
     socket.overflowing = false;
+    socket.counters.messagesOut++;
+    socket.counters.bytesOut += payload.length;
     if (open) {
       this.cork(ws!);
       if (queued === 0) ws!.send(payload, { binary: false });

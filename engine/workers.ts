@@ -3,10 +3,11 @@
 // (restart, the blame, quarantine).
 import { IsletError } from '../bridge/errors.js';
 import { tenantOf } from '../bridge/handler-ids.js';
-import { ID_BLOCK, type WorkerToHost } from '../bridge/protocol.js';
+import { ID_BLOCK, type TenantUsage, type WorkerToHost } from '../bridge/protocol.js';
 import { type Bundler, bundleRuntime } from './bundler.js';
 import type { Emit, Report } from './events.js';
 import type { Handlers } from './handlers.js';
+import type { Metrics } from './metrics.js';
 import type { ResolvedOptions } from './options.js';
 import type { Quarantine } from './quarantine.js';
 import type { Runs } from './runs.js';
@@ -16,6 +17,12 @@ import { SandboxWorker, type WorkerListener } from './supervisor.js';
 /** How long past its call budget a worker may show no progress before the watchdog kills it. */
 const LIVENESS_GRACE_MS = 3000;
 
+export interface WorkerStats {
+  isolates: number;
+  sockets: number;
+  tenants: TenantUsage[];
+}
+
 /** What the workers need of the rest of the engine. */
 export interface WorkersHost {
   options: ResolvedOptions;
@@ -24,6 +31,7 @@ export interface WorkersHost {
   handlers: Handlers;
   runs: Runs;
   quarantine: Quarantine;
+  metrics: Metrics;
   emit: Emit;
   report: Report;
   /** The engine is closing: a worker's exit is expected. */
@@ -35,7 +43,7 @@ export class Workers {
   private runtime = '';
   private nextIdBlock = 1;
   private hostIds = { next: 0, end: 0 };
-  private readonly asks = new Map<number, (reply: { isolates: number; sockets: number }) => void>();
+  private readonly asks = new Map<number, (reply: WorkerStats) => void>();
   private nextAsk = 1;
 
   constructor(private readonly host: WorkersHost) {}
@@ -71,19 +79,23 @@ export class Workers {
     return this.hostIds.next++;
   }
 
-  /** Tenant isolates and sockets the workers hold now. */
-  async stats(): Promise<{ isolates: number; sockets: number }> {
+  /** Tenant isolates and sockets the workers hold now, and each tenant's use of them (only tenants placed on the worker that reports them). */
+  async stats(): Promise<WorkerStats> {
     const replies = await Promise.all(
       this.list.map(
         (worker) =>
-          new Promise<{ isolates: number; sockets: number }>((resolve) => {
+          new Promise<WorkerStats>((resolve) => {
             const ask = this.nextAsk++;
             this.asks.set(ask, resolve);
             worker.send({ t: 'stats', ask }, '');
           }),
       ),
     );
-    return { isolates: replies.reduce((n, r) => n + r.isolates, 0), sockets: replies.reduce((n, r) => n + r.sockets, 0) };
+    return {
+      isolates: replies.reduce((n, r) => n + r.isolates, 0),
+      sockets: replies.reduce((n, r) => n + r.sockets, 0),
+      tenants: replies.flatMap((r) => r.tenants),
+    };
   }
 
   private initMessage() {
@@ -115,7 +127,10 @@ export class Workers {
         new IsletError('ISLET_ERR_WORKER_DIED', `sandbox worker ${worker.index} died (${why}) while running a script; it is being restarted`),
       );
       worker.start().then(
-        () => this.host.emit('workerRestart', { worker: worker.index, pid: worker.pid }),
+        () => {
+          this.host.metrics.workerRestarts++;
+          this.host.emit('workerRestart', { worker: worker.index, pid: worker.pid });
+        },
         () => {},
       );
     },
@@ -139,6 +154,7 @@ export class Workers {
   private strike(tenant: string, how: string): void {
     const { quarantine, sockets, emit } = this.host;
     if (!quarantine.crashed(tenant, how)) return;
+    this.host.metrics.of(tenant).quarantines++;
     emit('tenantQuarantined', { tenant, error: quarantine.refusal(tenant)! });
     // 1013: try again later (RFC 6455 7.4.1, IANA registry).
     sockets.closeTenant(tenant, 1013, 'tenant quarantined');
@@ -184,7 +200,7 @@ export class Workers {
         break;
       }
       case 'stats':
-        this.asks.get(message.ask)?.({ isolates: message.isolates, sockets: message.sockets });
+        this.asks.get(message.ask)?.({ isolates: message.isolates, sockets: message.sockets, tenants: message.tenants.filter(([tenant]) => worker.tenants.has(tenant)) });
         this.asks.delete(message.ask);
         break;
       case 'runDone':
