@@ -109,7 +109,8 @@ export type WorkerToHost =
   | { t: 'needIds' }
   | { t: 'connect'; socket: SocketInfo }
   | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }
-  | { t: 'log'; tenant: string; level: LogLevel; text: string }
+  /** `handler` and `socket`: the tenant's handler that ran, and for which of its sockets. */
+  | { t: 'log'; tenant: string; level: LogLevel; text: string; handler?: string; socket?: number }
   | { t: 'runDone'; run: number; error?: string }
   /** `tenants`: per tenant on the worker, [name, ms spent in its calls, its isolate's heap bytes, calls stopped at callTimeoutMs, isolates lost to memoryMiB]. */
   | { t: 'stats'; ask: number; isolates: number; sockets: number; tenants: TenantUsage[] }
@@ -128,7 +129,7 @@ const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
   needIds: {},
   connect: { socket: 'client' },
   close: { id: 'number', tenant: 'string', code: 'number?', reason: 'string?' },
-  log: { tenant: 'string', level: 'level', text: 'string' },
+  log: { tenant: 'string', level: 'level', text: 'string', handler: 'string?', socket: 'number?' },
   runDone: { run: 'number', error: 'string?' },
   stats: { ask: 'number', isolates: 'number', sockets: 'number', tenants: 'usage' },
   tenantError: { tenant: 'string', error: 'string' },

@@ -11,6 +11,8 @@ export class WorkerSockets {
   private readonly byId = new Map<number, SocketInfo>();
   /** Open outbound clients per tenant, kept with `byId`. */
   private readonly clients = new Map<string, number>();
+  /** Sockets closed since the last turn ended: their onClose still runs, and its console lines name them. */
+  private readonly closed = new Map<number, SocketInfo>();
   private readonly idBlocks: number[] = [];
   private nextId = 0;
   private lastId = -1;
@@ -55,10 +57,22 @@ export class WorkerSockets {
     const socket = this.byId.get(id);
     if (socket === undefined) return;
     this.byId.delete(id);
+    this.closed.set(id, socket);
     if (socket.kind !== 'client') return;
     const left = this.clientCount(socket.tenant) - 1;
     if (left > 0) this.clients.set(socket.tenant, left);
     else this.clients.delete(socket.tenant);
+  }
+
+  /** The handler of socket `id` if it is (or, this turn, was) `tenant`'s, for naming its console lines. */
+  handlerOf(tenant: string, id: number): string | null {
+    const socket = this.byId.get(id) ?? this.closed.get(id);
+    return socket?.tenant === tenant ? socket.handler : null;
+  }
+
+  /** A turn ended: the sockets closed before it are forgotten. */
+  turnEnded(): void {
+    this.closed.clear();
   }
 
   addIdBlock(from: number): void {

@@ -5,7 +5,7 @@
 // which tenant owns the socket) before it is forwarded. main.ts runs it.
 import type { ProgressLog } from './progress-log.js';
 import { FrameKind, FrameReader, type FrameWriter, type HostToWorker, type SocketInfo, type TenantLimits, type TenantUsage, type WorkerToHost } from './protocol.js';
-import { decodeClose, encodeSessionOpen, LOG_LEVELS } from '../sandbox-api/wire.js';
+import { decodeClose, decodeLogId, encodeSessionOpen, LOG_LEVELS } from '../sandbox-api/wire.js';
 import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
 import { WorkerModules } from './worker-modules.js';
 import { WorkerRuns } from './worker-runs.js';
@@ -171,6 +171,7 @@ export class Worker {
       this.usageOf(tenant.name).ms += ms;
       this.overran(tenant, ms);
     }
+    this.sockets.turnEnded();
     // Goes out with this turn's output, now rather than a turn later.
     this.send({ t: 'idle', seq: this.received, calls: this.calls });
     this.writer.flush();
@@ -307,9 +308,13 @@ export class Worker {
         this.send({ t: 'close', id, tenant: tenant.name, ...decodeClose(text) });
         break;
       }
-      case Op.Log:
-        this.send({ t: 'log', tenant: tenant.name, level: LOG_LEVELS[id] ?? 'log', text });
+      case Op.Log: {
+        const { level, socket } = decodeLogId(id);
+        const handler = this.sockets.handlerOf(tenant.name, socket);
+        const at = handler === null ? {} : { handler, socket };
+        this.send({ t: 'log', tenant: tenant.name, level: LOG_LEVELS[level] ?? 'log', text, ...at });
         break;
+      }
       case Op.ModuleFailed: {
         // The runtime has marked it failed in this isolate; the worker does for the next ones.
         const newline = text.indexOf('\n');

@@ -3,8 +3,9 @@ import http from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
-import { DEFAULT_LIMITS, type Endpoint, Engine, type EngineOptions, IsletError, type TenantLog } from './index.js';
+import { DEFAULT_LIMITS, DEFAULT_OPTIONS, type Endpoint, Engine, type EngineOptions, IsletError } from './index.js';
 import { jwtAuthorizer } from './jwt.js';
+import { printer, type Printer } from './log-output.js';
 
 /** The limits and their defaults, from the one table of defaults, wrapped for the help text. */
 function limitList(): string {
@@ -26,7 +27,7 @@ const HELP = `islet: run untrusted tenant scripts that speak Eclipse Dirigible's
 net/v4/websockets API, each project in its own V8 isolate.
 
 Usage:
-  islet run <script> [--root DIR] [--workers N] [--limit NAME=VALUE]...
+  islet run <script> [--root DIR] [--workers N] [--limit NAME=VALUE]... [--log-format text|json]
             [--deny-private] [--allow-host H]... [--deny-host H]...
       Runs a tenant script (JavaScript or TypeScript) in the isolate of its
       project: the first folder of its path under the projects root. Prints
@@ -39,8 +40,8 @@ Usage:
               [--allow-origin ORIGIN]... [--limit NAME=VALUE]...
               [--allow-private] [--allow-host H]... [--deny-host H]...
               [--jwt-secret-file FILE | --jwt-public-key-file FILE]
-              [--jwt-issuer ISS] [--jwt-audience AUD] [--heartbeat-ms 30000]
-              [--shutdown-timeout-ms 10000] [--metrics-port PORT [--metrics-host 127.0.0.1]]
+              [--jwt-issuer ISS] [--jwt-audience AUD] [--heartbeat-ms N]
+              [--shutdown-timeout-ms N] [--metrics-port PORT [--metrics-host 127.0.0.1]]
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
       projects' pages at http://HOST:PORT/services/web/<project>/<path>.
@@ -54,7 +55,7 @@ Options:
   --root DIR      projects root; handler ids "project/path/name" resolve to
                   DIR/project/path/name(.js|.ts|.mjs). Default: the current folder.
                   The script must lie inside it.
-  --workers N     sandbox worker processes. Default: 1.
+  --workers N     sandbox worker processes. Default: ${DEFAULT_OPTIONS.workers}.
   --port N        serve: port to listen on. Default: 8080.
   --host HOST     serve: address to listen on. Default: 127.0.0.1.
   --allow-origin ORIGIN
@@ -72,9 +73,9 @@ Options:
                   serve: the token's iss and aud must be these.
   --heartbeat-ms N
                   serve: ping every session and client this often; one that has
-                  not answered by the next ping is dropped. 0: off. Default: 30000.
+                  not answered by the next ping is dropped. 0: off. Default: ${DEFAULT_OPTIONS.heartbeatMs}.
   --shutdown-timeout-ms N
-                  serve: how long draining may take. Default: 10000.
+                  serve: how long draining may take. Default: ${DEFAULT_OPTIONS.shutdownTimeoutMs}.
   --metrics-port PORT, --metrics-host HOST
                   serve: /metrics (Prometheus text: per-tenant sessions, messages,
                   bytes, call time, heap, limits hit, refused upgrades, heartbeat
@@ -84,6 +85,11 @@ Options:
                   a per-tenant limit (repeat for more), with its default:
 ${limitList()}
                   Example: --limit memoryMiB=128 --limit maxClients=10
+  --log-format text|json
+                  text (default): "[project] line", or "[project handler#id] line"
+                  from a handler call; json: one JSON object a line on stdout
+                  (time, level, tenant, handler, session, msg), islet's own
+                  lines too.
   --deny-private  run: refuse outbound clients to loopback, private, link-local
                   (cloud metadata) and other special addresses, as serve does.
   --allow-private serve: let tenants' outbound clients reach those addresses.
@@ -106,8 +112,15 @@ const COMMON_OPTIONS = {
   limit: { type: 'string', multiple: true },
   'allow-host': { type: 'string', multiple: true },
   'deny-host': { type: 'string', multiple: true },
+  'log-format': { type: 'string', default: 'text' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+/** Sets where the CLI prints, from --log-format. */
+function useLogFormat(format: string | undefined): void {
+  if (format !== 'text' && format !== 'json') usage(`--log-format takes text or json, got "${format}"`);
+  out = printer(format);
+}
 
 interface CommonValues {
   workers?: string;
@@ -137,21 +150,19 @@ function parseLimits(flags: string[] | undefined): Record<string, number> {
   return limits;
 }
 
-function printLog({ tenant, level, text }: TenantLog): void {
-  const stream = level === 'warn' || level === 'error' ? process.stderr : process.stdout;
-  stream.write(`[${tenant}] ${text}\n`);
-}
+/** Where the CLI prints; set from --log-format before the engine starts. */
+let out: Printer = printer('text');
 
 function watch(engine: Engine): void {
-  engine.on('log', printLog);
-  engine.on('tenantError', ({ tenant, error }) => process.stderr.write(`[${tenant}] ${error}\n`));
+  engine.on('log', (log) => out.tenant(log));
+  engine.on('tenantError', ({ tenant, error }) => out.islet(`[${tenant}] ${error}`, true));
   engine.on('workerExit', ({ worker, pid, code, signal }) => {
     const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
-    process.stderr.write(`islet: sandbox worker ${worker} (pid ${pid}) died (${how}); restarting it\n`);
+    out.islet(`islet: sandbox worker ${worker} (pid ${pid}) died (${how}); restarting it`, true);
   });
-  engine.on('workerRestart', ({ worker, pid }) => process.stderr.write(`islet: sandbox worker ${worker} restarted (pid ${pid})\n`));
-  engine.on('tenantQuarantined', ({ tenant, error }) => process.stderr.write(`[${tenant}] ${error.message}\n`));
-  engine.on('hostError', ({ where, error }) => process.stderr.write(`islet: internal error in ${where}: ${error.message}\n`));
+  engine.on('workerRestart', ({ worker, pid }) => out.islet(`islet: sandbox worker ${worker} restarted (pid ${pid})`, true));
+  engine.on('tenantQuarantined', ({ tenant, error }) => out.islet(`[${tenant}] ${error.message}`, true));
+  engine.on('hostError', ({ where, error }) => out.islet(`islet: internal error in ${where}: ${error.message}`, true));
 }
 
 async function run(args: string[]): Promise<number> {
@@ -164,6 +175,7 @@ async function run(args: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  useLogFormat(values['log-format']);
   if (positionals.length !== 1) usage('run takes exactly one script');
   // A script run on one's own machine may reach its services; a server's tenants may not.
   const engine = new Engine(engineOptions(values, values.root ?? process.cwd(), values['deny-private'] !== true));
@@ -176,7 +188,7 @@ async function run(args: string[]): Promise<number> {
     await engine.start();
     await engine.run(path.resolve(positionals[0]!));
   } catch (error) {
-    process.stderr.write(`${error instanceof IsletError || !(error instanceof Error) ? String((error as Error).message ?? error) : error.stack}\n`);
+    out.islet(`${error instanceof IsletError || !(error instanceof Error) ? String((error as Error).message ?? error) : error.stack}`, true);
     status = 1;
   }
   await engine.close();
@@ -207,6 +219,7 @@ async function serve(args: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  useLogFormat(values['log-format']);
   if (positionals.length > 1) usage('serve takes at most one ROOT');
   const root = path.resolve(positionals[0] ?? values.root ?? process.cwd());
   const jwt = {
@@ -230,30 +243,30 @@ async function serve(args: string[]): Promise<number> {
   let base: string | null = null;
   let pending: Endpoint[] = [];
   const list = (endpoints: Endpoint[]): void => {
-    for (const e of endpoints) process.stdout.write(`  ws://${base}${e.path}  (${e.file} → ${e.handler})\n`);
-    if (endpoints.length === 0) process.stdout.write('  (no endpoints: add a *.websocket descriptor to a project)\n');
+    for (const e of endpoints) out.islet(`  ws://${base}${e.path}  (${e.file} → ${e.handler})`);
+    if (endpoints.length === 0) out.islet('  (no endpoints: add a *.websocket descriptor to a project)');
   };
-  engine.on('descriptorError', ({ error }) => process.stderr.write(`islet: ${error.message}\n`));
+  engine.on('descriptorError', ({ error }) => out.islet(`islet: ${error.message}`, true));
   engine.on('endpoints', (endpoints) => {
     if (base === null) {
       pending = endpoints;
       return;
     }
-    process.stdout.write('islet: reloaded; endpoints:\n');
+    out.islet('islet: reloaded; endpoints:');
     list(endpoints);
   });
   await engine.start();
   const server = await engine.listen(Number(values.port), host);
   const { port } = server.address() as AddressInfo;
   base = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  process.stdout.write(`islet: serving ${root}\n`);
-  process.stdout.write(
+  out.islet(`islet: serving ${root}`);
+  out.islet(
     checksTokens
-      ? 'islet: sessions need a JSON Web Token (endpoints whose descriptor says "public": true excepted)\n'
-      : 'islet: no --jwt-secret-file or --jwt-public-key-file: every endpoint is open to anyone who can reach this port\n',
+      ? 'islet: sessions need a JSON Web Token (endpoints whose descriptor says "public": true excepted)'
+      : 'islet: no --jwt-secret-file or --jwt-public-key-file: every endpoint is open to anyone who can reach this port',
   );
   list(pending);
-  process.stdout.write(`islet: listening on http://${base}/ (pages at /services/web/<project>/<path>)\n`);
+  out.islet(`islet: listening on http://${base}/ (pages at /services/web/<project>/<path>)`);
   const metrics = values['metrics-port'] === undefined ? null : await serveMetrics(engine, Number(values['metrics-port']), values['metrics-host']);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
@@ -264,8 +277,8 @@ async function serve(args: string[]): Promise<number> {
   const now = (): never => process.exit(1);
   process.once('SIGINT', now);
   process.once('SIGTERM', now);
-  setTimeout(now, Number(values['shutdown-timeout-ms'] ?? 10_000) + 2000).unref();
-  process.stdout.write('islet: draining: new sessions get 503, open ones close with 1001\n');
+  setTimeout(now, Number(values['shutdown-timeout-ms'] ?? DEFAULT_OPTIONS.shutdownTimeoutMs) + 2000).unref();
+  out.islet('islet: draining: new sessions get 503, open ones close with 1001');
   await engine.close();
   metrics?.close();
   return 0;
@@ -289,7 +302,7 @@ async function serveMetrics(engine: Engine, port: number, host: string): Promise
     server.listen(port, host, () => resolve());
   });
   const { port: bound } = server.address() as AddressInfo;
-  process.stdout.write(`islet: metrics on http://${host.includes(':') ? `[${host}]` : host}:${bound}/metrics and /healthz\n`);
+  out.islet(`islet: metrics on http://${host.includes(':') ? `[${host}]` : host}:${bound}/metrics and /healthz`);
   return server;
 }
 

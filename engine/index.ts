@@ -7,7 +7,7 @@ import type { DescriptorProblem, Endpoint } from './projects.js';
 
 export { Engine } from './engine.js';
 export { IsletError, ErrorCodes, type ErrorCode } from '../bridge/errors.js';
-export { DEFAULT_LIMITS, type EngineOptions } from './options.js';
+export { DEFAULT_LIMITS, DEFAULT_OPTIONS, type EngineOptions } from './options.js';
 export type { OutboundOptions } from './outbound.js';
 export type { TenantLimits, LogLevel } from '../bridge/protocol.js';
 export type { Endpoint, DescriptorProblem } from './projects.js';
@@ -29,6 +29,9 @@ export interface TenantLog {
   tenant: string;
   level: LogLevel;
   text: string;
+  /** The handler that was running, and the session's or client's id, when the line came from a handler call. */
+  handler?: string;
+  socket?: number;
 }
 
 export interface TenantFailure {

@@ -46,6 +46,17 @@ export interface EngineOptions {
   heartbeatMs?: number;
 }
 
+/** The numeric engine options' defaults: the README's table and the CLI's help are tested against these. */
+export const DEFAULT_OPTIONS = {
+  workers: 1,
+  handshakeTimeoutMs: 10_000,
+  upgradeTimeoutMs: 10_000,
+  authorizeTimeoutMs: 5000,
+  shutdownTimeoutMs: 10_000,
+  heartbeatMs: 30_000,
+  quarantineMs: 300_000,
+} as const;
+
 export const DEFAULT_LIMITS: TenantLimits = {
   memoryMiB: 64,
   wasmMemoryMiB: 16,
@@ -139,17 +150,17 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
   }
   return {
     root,
-    workers: integer('workers', options.workers ?? 1, [1, 64]),
+    workers: integer('workers', options.workers ?? DEFAULT_OPTIONS.workers, [1, 64]),
     limits,
-    handshakeTimeoutMs: integer('handshakeTimeoutMs', options.handshakeTimeoutMs ?? 10_000, [1, 600_000]),
+    handshakeTimeoutMs: integer('handshakeTimeoutMs', options.handshakeTimeoutMs ?? DEFAULT_OPTIONS.handshakeTimeoutMs, [1, 600_000]),
     allowedOrigins: origins(options.allowedOrigins),
     watch: options.watch ?? true,
     outbound: new OutboundPolicy(options.outbound ?? {}, false),
-    quarantineMs: integer('quarantineMs', options.quarantineMs ?? 300_000, [0, 86_400_000]),
-    upgradeTimeoutMs: integer('upgradeTimeoutMs', options.upgradeTimeoutMs ?? 10_000, [100, 600_000]),
+    quarantineMs: integer('quarantineMs', options.quarantineMs ?? DEFAULT_OPTIONS.quarantineMs, [0, 86_400_000]),
+    upgradeTimeoutMs: integer('upgradeTimeoutMs', options.upgradeTimeoutMs ?? DEFAULT_OPTIONS.upgradeTimeoutMs, [100, 600_000]),
     authorize: authorizer(options.authorize),
-    authorizeTimeoutMs: integer('authorizeTimeoutMs', options.authorizeTimeoutMs ?? 5000, [1, 600_000]),
-    heartbeatMs: integer('heartbeatMs', options.heartbeatMs ?? 30_000, [0, 3_600_000]),
-    shutdownTimeoutMs: integer('shutdownTimeoutMs', options.shutdownTimeoutMs ?? 10_000, [0, 600_000]),
+    authorizeTimeoutMs: integer('authorizeTimeoutMs', options.authorizeTimeoutMs ?? DEFAULT_OPTIONS.authorizeTimeoutMs, [1, 600_000]),
+    heartbeatMs: integer('heartbeatMs', options.heartbeatMs ?? DEFAULT_OPTIONS.heartbeatMs, [0, 3_600_000]),
+    shutdownTimeoutMs: integer('shutdownTimeoutMs', options.shutdownTimeoutMs ?? DEFAULT_OPTIONS.shutdownTimeoutMs, [0, 600_000]),
   };
 }

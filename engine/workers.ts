@@ -175,9 +175,11 @@ export class Workers {
       case 'close':
         if (sockets.owns(worker, message.id)) sockets.closeFor(message.id, message.code, message.reason);
         break;
-      case 'log':
-        emit('log', { tenant: message.tenant, level: message.level, text: message.text });
+      case 'log': {
+        const at = message.handler !== undefined && message.socket !== undefined && tenantOf(message.handler) === message.tenant ? { handler: message.handler, socket: message.socket } : {};
+        emit('log', { tenant: message.tenant, level: message.level, text: message.text, ...at });
         break;
+      }
       case 'tenantError':
         emit('tenantError', { tenant: message.tenant, error: bundler.mapStack(message.error) });
         break;

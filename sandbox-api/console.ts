@@ -1,7 +1,9 @@
 // `console` for tenant code: each call becomes one line of text that the host
-// prints with the tenant's name (warn and error on stderr).
+// prints with the tenant's name, and the handler and socket when a handler
+// was running (warn and error on stderr).
 import { ErrorCtor, Op, StringCtor, emit, errorText, freeze, jsonStringify, stringSlice } from './host.js';
-import { LOG_LEVELS } from './wire.js';
+import { encodeLogId, LOG_LEVELS } from './wire.js';
+import { currentSocket } from './websockets.js';
 
 /** Longest line one console call may produce; the rest is cut. */
 const MAX_LINE = 64 * 1024;
@@ -25,7 +27,7 @@ export function installConsole(global: typeof globalThis): void {
       let line = '';
       for (let i = 0; i < args.length; i++) line += (i === 0 ? '' : ' ') + format(args[i]);
       if (line.length > MAX_LINE) line = stringSlice(line, 0, MAX_LINE) + ` … [cut at ${MAX_LINE} characters]`;
-      emit(Op.Log, index, line);
+      emit(Op.Log, encodeLogId(index, currentSocket()), line);
     };
   });
   console.trace = console.debug!;

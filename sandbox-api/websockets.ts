@@ -51,6 +51,11 @@ interface HandlerContext {
 const sockets = new SafeMap<string, SocketRecord>();
 let context: HandlerContext | null = null;
 
+/** The socket whose handler is running (as a number), or 0 outside any handler call. */
+export function currentSocket(): number {
+  return context === null ? 0 : Number(context.session);
+}
+
 export function withContext<T>(next: HandlerContext, call: () => T): T {
   const outer = context;
   context = next;

@@ -21,7 +21,7 @@ export const Op = {
   Send: 0,
   /** Close socket `id`; `text` is `encodeClose`'s. */
   Close: 1,
-  /** A console line; `id` is the level's index in LOG_LEVELS. */
+  /** A console line; `id` is `encodeLogId`'s (its level, the socket whose handler ran). */
   Log: 2,
   /** An error nothing caught: `id` is the run it failed, or 0 (it fails the tenant's pending runs). */
   Error: 3,
@@ -57,6 +57,15 @@ export const TAKE_SHARED = -1;
  * past the budget until the watchdog ends the process) cannot take it along.
  */
 export const DISPATCHED = -2;
+
+/** A console line's id: its level's index and, when a handler of a socket was running, that socket's id. */
+export function encodeLogId(level: number, socket: number): number {
+  return socket * 8 + level;
+}
+
+export function decodeLogId(id: number): { level: number; socket: number } {
+  return { level: id % 8, socket: Math.floor(id / 8) };
+}
 
 export const LOG_LEVELS = ['log', 'info', 'warn', 'error', 'debug'] as const;
 

@@ -12,7 +12,8 @@ describe('islet run', () => {
       const root = makeRoot(seedProject(peer.url));
       const result = await runCli(['run', 'my-project/client.js'], { cwd: root });
       expect(result.code, result.stderr).to.equal(0);
-      const lines = (result.stdout + result.stderr).split('\n');
+      // Handlers' lines are tagged "[project handler#id]"; the order is what is checked here.
+      const lines = (result.stdout + result.stderr).split('\n').map((line) => line.replace(/^\[(\S+) \S+#\d+\]/, '[$1]'));
       const order = [
         `[my-project] Connect to: ${peer.url}`,
         '[my-project] Connection openned.',
@@ -21,7 +22,7 @@ describe('islet run', () => {
       ].map((line) => lines.indexOf(line));
       expect(order.every((at) => at >= 0), result.stdout + result.stderr).to.equal(true);
       // stdout and stderr are separate pipes; the warn line is on stderr.
-      expect(result.stderr).to.contain('[my-project] Connection closed.');
+      expect(result.stderr).to.match(/^\[my-project my-project\/ws-handler#\d+\] Connection closed\.$/m);
       expect(order.slice(0, 3)).to.deep.equal([...order.slice(0, 3)].sort((a, b) => a - b));
       expect(peer.received).to.deep.equal(['hello']);
     } finally {
@@ -123,8 +124,9 @@ describe('islet serve', () => {
       expect((await other.closed)[0]).to.equal(1001);
       const [code] = (await exited) as [number];
       expect(code).to.equal(0);
-      expect(stdout).to.contain('[p] opened');
-      expect(stdout.match(/\[p\] closed \d+/g)).to.have.length(2);
+      // A handler's lines carry the handler and the session.
+      expect(stdout).to.match(/^\[p p\/h#\d+\] opened$/m);
+      expect(stdout.match(/^\[p p\/h#(\d+)\] closed \1$/gm)).to.have.length(2);
     } finally {
       child.kill('SIGKILL');
     }
@@ -154,7 +156,7 @@ describe('islet serve', () => {
       await waitFor(/listening on/);
       // Session output goes to the log too, inside the root.
       const client = await connect(url);
-      await waitFor(/\[p\] opened/);
+      await waitFor(/\[p p\/h#\d+\] opened/);
       client.ws.close();
       await new Promise((resolve) => setTimeout(resolve, 1500));
       const settled = text();
@@ -173,5 +175,27 @@ describe('islet serve', () => {
       child.kill('SIGKILL');
       closeSync(out);
     }
+  });
+
+  it('islet run --log-format json: one JSON object a line, with time, level, tenant, handler, session and msg', async () => {
+    const peer = await echoPeer();
+    const root = makeRoot({
+      'p/h.js': 'const ws = require("net/v4/websockets");\nexports.onOpen = (id) => { console.warn("client open"); ws.getClient(id).close(); };',
+      'p/main.js': `console.log("from the script");\nrequire("net/v4/websockets").createWebsocket("${peer.url}", "p/h");\n`,
+    });
+    const result = await runCli(['run', 'p/main.js', '--log-format', 'json'], { cwd: root });
+    await peer.close();
+    const records = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const opened = records.find((r) => r.msg === 'client open')!;
+    expect(opened).to.include({ level: 'warn', tenant: 'p', handler: 'p/h' });
+    expect(opened.session).to.be.a('number');
+    const script = records.find((r) => r.msg === 'from the script')!;
+    expect(script).to.include({ level: 'info', tenant: 'p' });
+    expect(script.handler).to.equal(undefined);
+    expect(new Date(script.time as string).getTime()).to.be.closeTo(Date.now(), 60_000);
+    expect(records.every((r) => typeof r.time === 'string' && typeof r.level === 'string' && typeof r.msg === 'string')).to.equal(true);
+    const bad = await runCli(['run', 'p/main.js', '--log-format', 'xml'], { cwd: root });
+    expect(bad.code).to.equal(2);
+    expect(bad.stderr).to.match(/^islet: --log-format takes text or json, got "xml"/);
   });
 });

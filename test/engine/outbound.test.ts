@@ -68,9 +68,10 @@ describe('outbound policy', () => {
   it('outbound: islet run reaches loopback by default, and refuses it with --deny-private', async () => {
     const root = makeRoot(seedProject(peer.url));
     const allowed = await runCli(['run', 'my-project/client.js'], { cwd: root });
-    expect(allowed.stdout).to.contain('[my-project] Message received: hello');
+    expect(allowed.stdout).to.match(/^\[my-project my-project\/ws-handler#\d+\] Message received: hello$/m);
     const denied = await runCli(['run', 'my-project/client.js', '--deny-private'], { cwd: root });
-    expect(denied.stderr).to.contain(`[my-project] Error: ISLET_ERR_OUTBOUND_DENIED: connection to ${peer.url} refused by the outbound policy: 127.0.0.1 is a loopback address`);
+    expect(denied.stderr).to.contain(`] Error: ISLET_ERR_OUTBOUND_DENIED: connection to ${peer.url} refused by the outbound policy: 127.0.0.1 is a loopback address`);
+    expect(denied.stderr).to.match(/^\[my-project my-project\/ws-handler#\d+\] Error: ISLET_ERR_OUTBOUND_DENIED/m);
     expect(denied.code).to.equal(0);
     expect(peer.received).to.deep.equal(['hello']);
   });
