@@ -37,6 +37,9 @@ export interface MetricsSources {
 
 export const NO_TENANT = '(none)';
 
+/** A sample: its labels and its value. */
+type Sample = [labels: Record<string, string>, value: number];
+
 export class Metrics {
   private readonly tenants = new Map<string, TenantCounters>();
   workerRestarts = 0;
@@ -46,92 +49,57 @@ export class Metrics {
 
   constructor(private readonly sources: MetricsSources) {
     collectDefaultMetrics({ register: this.registry });
-    // prom-client calls collect() with the metric as `this`.
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const metrics = this;
-    const perTenant = (name: string, help: string, read: (c: TenantCounters) => number): void => {
-      new Counter({
-        name,
-        help,
-        labelNames: ['tenant'],
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const [tenant, counters] of metrics.tenants) this.inc({ tenant }, read(counters));
-        },
-      });
-    };
-    const open = (name: string, help: string, pick: (o: { sessions: number; clients: number }) => number): void => {
-      new Gauge({
-        name,
-        help,
-        labelNames: ['tenant'],
-        registers: [this.registry],
-        collect() {
-          this.reset();
-          for (const [tenant, o] of metrics.sources.open()) this.set({ tenant }, pick(o));
-        },
-      });
-    };
-    open('islet_sessions_open', 'Sessions open on the tenant\'s endpoints.', (o) => o.sessions);
-    open('islet_clients_open', 'Outbound clients the tenant has open.', (o) => o.clients);
-    perTenant('islet_messages_received_total', 'Messages the tenant\'s sockets received.', (c) => c.messagesIn);
-    perTenant('islet_received_bytes_total', 'Bytes of messages the tenant\'s sockets received.', (c) => c.bytesIn);
-    perTenant('islet_messages_sent_total', 'Messages the tenant sent on its sockets.', (c) => c.messagesOut);
-    perTenant('islet_sent_bytes_total', 'Bytes of messages the tenant sent on its sockets.', (c) => c.bytesOut);
-    perTenant('islet_heartbeat_timeouts_total', 'Sockets of the tenant dropped for not answering a ping.', (c) => c.heartbeatTimeouts);
-    perTenant('islet_quarantines_total', 'Times the tenant was quarantined.', (c) => c.quarantines);
+    const perTenant = (read: (c: TenantCounters) => number) => (): Sample[] => [...this.tenants].map(([tenant, c]) => [{ tenant }, read(c)]);
+    const open = (pick: (o: { sessions: number; clients: number }) => number) => (): Sample[] => [...this.sources.open()].map(([tenant, o]) => [{ tenant }, pick(o)]);
+    this.gauge('islet_sessions_open', 'Sessions open on the tenant\'s endpoints.', ['tenant'], open((o) => o.sessions));
+    this.gauge('islet_clients_open', 'Outbound clients the tenant has open.', ['tenant'], open((o) => o.clients));
+    this.counter('islet_messages_received_total', 'Messages the tenant\'s sockets received.', ['tenant'], perTenant((c) => c.messagesIn));
+    this.counter('islet_received_bytes_total', 'Bytes of messages the tenant\'s sockets received.', ['tenant'], perTenant((c) => c.bytesIn));
+    this.counter('islet_messages_sent_total', 'Messages the tenant sent on its sockets.', ['tenant'], perTenant((c) => c.messagesOut));
+    this.counter('islet_sent_bytes_total', 'Bytes of messages the tenant sent on its sockets.', ['tenant'], perTenant((c) => c.bytesOut));
+    this.counter('islet_heartbeat_timeouts_total', 'Sockets of the tenant dropped for not answering a ping.', ['tenant'], perTenant((c) => c.heartbeatTimeouts));
+    this.counter('islet_quarantines_total', 'Times the tenant was quarantined.', ['tenant'], perTenant((c) => c.quarantines));
+    this.counter('islet_tenant_call_seconds_total', 'Time the tenant\'s calls into its isolate took (its handlers, scripts and timers).', ['tenant'], () =>
+      this.usage.map(([tenant, ms]) => [{ tenant }, ms / 1000]),
+    );
+    this.gauge('islet_tenant_heap_bytes', 'Heap the tenant\'s isolate uses.', ['tenant'], () => this.usage.map(([tenant, , heap]) => [{ tenant }, heap]));
+    this.counter('islet_limit_hits_total', 'Calls stopped, isolates lost, sessions closed or messages dropped at a limit, by limit.', ['tenant', 'limit'], () => [
+      ...this.usage.flatMap(([tenant, , , timeouts, memory]): Sample[] => [
+        [{ tenant, limit: 'callTimeoutMs' }, timeouts],
+        [{ tenant, limit: 'memoryMiB' }, memory],
+      ]).filter(([, n]) => n > 0),
+      ...[...this.tenants].flatMap(([tenant, c]) => [...c.limitHits].map(([limit, n]): Sample => [{ tenant, limit }, n])),
+    ]);
+    this.counter('islet_upgrades_refused_total', 'Upgrades refused, by HTTP status.', ['tenant', 'status'], () =>
+      [...this.tenants].flatMap(([tenant, c]) => [...c.refused].map(([status, n]): Sample => [{ tenant, status: String(status) }, n])),
+    );
+    this.counter('islet_worker_restarts_total', 'Sandbox workers started again after they died.', [], () => [[{}, this.workerRestarts]]);
+  }
+
+  /** A counter whose samples are read when scraped. */
+  private counter(name: string, help: string, labelNames: string[], samples: () => Sample[]): void {
     new Counter({
-      name: 'islet_tenant_call_seconds_total',
-      help: 'Time the tenant\'s calls into its isolate took (its handlers, scripts and timers).',
-      labelNames: ['tenant'],
+      name,
+      help,
+      labelNames,
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const [tenant, ms] of metrics.usage) this.inc({ tenant }, ms / 1000);
+        for (const [labels, value] of samples()) this.inc(labels, value);
       },
     });
+  }
+
+  /** A gauge whose samples are read when scraped. */
+  private gauge(name: string, help: string, labelNames: string[], samples: () => Sample[]): void {
     new Gauge({
-      name: 'islet_tenant_heap_bytes',
-      help: 'Heap the tenant\'s isolate uses.',
-      labelNames: ['tenant'],
+      name,
+      help,
+      labelNames,
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const [tenant, , heap] of metrics.usage) this.set({ tenant }, heap);
-      },
-    });
-    new Counter({
-      name: 'islet_limit_hits_total',
-      help: 'Calls stopped, isolates lost, sessions closed or messages dropped at a limit, by limit.',
-      labelNames: ['tenant', 'limit'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [tenant, , , timeouts, memory] of metrics.usage) {
-          if (timeouts > 0) this.inc({ tenant, limit: 'callTimeoutMs' }, timeouts);
-          if (memory > 0) this.inc({ tenant, limit: 'memoryMiB' }, memory);
-        }
-        for (const [tenant, counters] of metrics.tenants) for (const [limit, n] of counters.limitHits) this.inc({ tenant, limit }, n);
-      },
-    });
-    new Counter({
-      name: 'islet_upgrades_refused_total',
-      help: 'Upgrades refused, by HTTP status.',
-      labelNames: ['tenant', 'status'],
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        for (const [tenant, counters] of metrics.tenants) for (const [status, n] of counters.refused) this.inc({ tenant, status: String(status) }, n);
-      },
-    });
-    new Counter({
-      name: 'islet_worker_restarts_total',
-      help: 'Sandbox workers started again after they died.',
-      registers: [this.registry],
-      collect() {
-        this.reset();
-        this.inc(metrics.workerRestarts);
+        for (const [labels, value] of samples()) this.set(labels, value);
       },
     });
   }
