@@ -105,7 +105,8 @@ export type WorkerToHost =
    * forget them), `calls` calls into isolates were started so far, and no
    * tenant code runs until the next turn (see `ProgressLog`).
    */
-  | { t: 'idle'; seq: number; calls: number }
+  /** A turn ended, having taken the frames up to `seq`; `pending`: socket events left for the next turn (a stopped call's put back). */
+  | { t: 'idle'; seq: number; calls: number; pending: number }
   | { t: 'needIds' }
   | { t: 'connect'; socket: SocketInfo }
   | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }
@@ -125,7 +126,7 @@ type FieldType = 'number' | 'string' | 'client' | 'level' | 'usage' | 'number?' 
 /** The fields of every message a worker may send, by type: what the host checks before it acts. */
 const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
   ready: {},
-  idle: { seq: 'number', calls: 'number' },
+  idle: { seq: 'number', calls: 'number', pending: 'number' },
   needIds: {},
   connect: { socket: 'client' },
   close: { id: 'number', tenant: 'string', code: 'number?', reason: 'string?' },

@@ -173,7 +173,7 @@ export class Worker {
     }
     this.sockets.turnEnded();
     // Goes out with this turn's output, now rather than a turn later.
-    this.send({ t: 'idle', seq: this.received, calls: this.calls });
+    this.send({ t: 'idle', seq: this.received, calls: this.calls, pending: this.socketEventsLeft() });
     this.writer.flush();
   }
 
@@ -189,6 +189,13 @@ export class Worker {
       const heap = isolate === undefined || isolate.isDisposed ? 0 : isolate.getHeapStatisticsSync().used_heap_size;
       return [name, Math.round(u.ms), heap, u.timeouts, u.memoryLimits];
     });
+  }
+
+  /** Socket events waiting for the next turn (a stopped call's put back); timers do not count: they never end. */
+  private socketEventsLeft(): number {
+    let n = 0;
+    for (const tenant of this.dirty) for (let i = 0; i < tenant.batch.length; i += 3) if (tenant.batch[i] !== Event.Timer) n++;
+    return n;
   }
 
   /**

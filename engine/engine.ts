@@ -168,12 +168,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (wasStarting !== null) await wasStarting.catch(() => {});
     p.runs.fail(() => true, new IsletError('ISLET_ERR_ENGINE_CLOSED', 'the engine closed while the script ran'));
     p.served.close();
-    const servers = p.routes.close();
     const left = (): number => Math.max(0, deadline - Date.now());
+    // The servers stay open meanwhile: an upgrade during the drain gets 503, not a refused connection.
     await p.sockets.closeAll(left());
     // The workers have been told of every close: their onClose handlers run before the workers stop.
     await within(Promise.all(p.workers.list.map((w) => w.caughtUp())), left());
-    await within(servers, left());
+    await within(p.routes.close(), left());
     await p.workers.stop();
     p.state = 'closed';
   }

@@ -75,6 +75,7 @@ function reasonOf(error: unknown, algorithm: string): string {
       return 'token signature does not verify';
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
       if (claim === 'nbf') return 'token not valid yet (nbf)';
+      if (claim === 'exp') return 'token has no valid exp';
       if (claim === 'aud') return 'token audience does not match';
       if (claim === 'iss') return 'token issuer does not match';
       return `token claim "${String(claim)}" is not valid`;
@@ -91,7 +92,8 @@ function reasonOf(error: unknown, algorithm: string): string {
 /** An `authorize` that checks JWTs as configured; throws ISLET_ERR_BAD_OPTION on a key it cannot use. */
 export function jwtAuthorizer(options: JwtOptions): Authorize {
   const { key, algorithm } = readKey(options);
-  const verify = { algorithms: [algorithm], issuer: options.issuer, audience: options.audience };
+  // A token without exp would never expire: it is refused.
+  const verify = { algorithms: [algorithm], issuer: options.issuer, audience: options.audience, requiredClaims: ['exp'] };
   return async (req, endpoint): Promise<Verdict> => {
     if (endpoint.public) return true;
     const token = tokenOf(req);
@@ -104,7 +106,13 @@ export function jwtAuthorizer(options: JwtOptions): Authorize {
     } catch (error) {
       return { status: 401, reason: reasonOf(error, algorithm) };
     }
-    if (Buffer.byteLength(JSON.stringify(claims)) > MAX_USER_BYTES) return { status: 401, reason: `token claims are over ${MAX_USER_BYTES} bytes` };
+    let json: string;
+    try {
+      json = JSON.stringify(claims);
+    } catch {
+      return { status: 401, reason: 'token claims cannot be read (nested too deep)' };
+    }
+    if (Buffer.byteLength(json) > MAX_USER_BYTES) return { status: 401, reason: `token claims are over ${MAX_USER_BYTES} bytes` };
     return { user: claims as SessionUser };
   };
 }

@@ -81,9 +81,17 @@ export class Routes {
     return server;
   }
 
-  /** Closes the servers `listen()` made; resolves once their connections are gone. */
+  /** Closes the servers `listen()` made, and their idle and pending HTTP connections (upgraded sockets are the registry's). */
   async close(): Promise<void> {
-    await Promise.all([...this.servers].map((server) => new Promise((resolve) => server.close(resolve))));
+    await Promise.all(
+      [...this.servers].map(
+        (server) =>
+          new Promise((resolve) => {
+            server.close(resolve);
+            server.closeAllConnections();
+          }),
+      ),
+    );
   }
 
   /** Takes an upgrade under /websockets/v4/service/; returns false for any other path. */

@@ -98,6 +98,8 @@ export class SandboxWorker {
   private taken = 0;
   private readonly unacknowledged = new Unacknowledged();
   private readonly heldBack = new Set<Pausable>();
+  /** Socket events the last idle said were left for the next turn. */
+  private pendingAtIdle = 0;
   /** `caughtUp` callers: each waits for an idle that covers `seq`. */
   private catchUps: { seq: number; done: () => void }[] = [];
   private exited: Promise<void> = Promise.resolve();
@@ -205,7 +207,8 @@ export class SandboxWorker {
       this.unacknowledged.done(message.seq);
       this.callsAtIdle = message.calls;
       this.taken = message.seq;
-      this.catchUps = this.catchUps.filter((c) => (c.seq <= message.seq ? void c.done() : true));
+      this.pendingAtIdle = message.pending;
+      if (message.pending === 0) this.catchUps = this.catchUps.filter((c) => (c.seq <= message.seq ? void c.done() : true));
       writer.flush();
       if (this.unacknowledged.bytes <= MAX_BACKLOG_BYTES / 2) this.letGo();
       return;
@@ -319,11 +322,12 @@ export class SandboxWorker {
 
   /**
    * Resolves once the process has taken every frame written so far and ended
-   * the turn that took them (its handlers have run), or is gone.
+   * a turn with nothing left for the next (its handlers have run, those a
+   * stopped call put back too), or is gone.
    */
   caughtUp(): Promise<void> {
     const seq = this.written;
-    if (this.child === null || !this.isReady || this.taken >= seq) return Promise.resolve();
+    if (this.child === null || !this.isReady || (this.taken >= seq && this.pendingAtIdle === 0)) return Promise.resolve();
     return new Promise((done) => this.catchUps.push({ seq, done }));
   }
 

@@ -156,7 +156,14 @@ export const progress = new Int32Array(__isletProgress);
 const outputBuffer = new Uint16Array(__isletOutputBuffer);
 const charCodeAt = uncurry(String.prototype.charCodeAt);
 
-/** Length of the text this call has output so far. */
+/**
+ * What each operation counts against maxOutputBytes beyond its text: the
+ * worker and the host spend as much on an empty line as on a short one, and
+ * a million empty console lines in one call held a worker for 4 s.
+ */
+const OP_COST = 256;
+
+/** What this call has output so far: its texts' length and OP_COST an operation. */
 let callOutput = 0;
 /** This call's output went over maxOutputBytes: the rest is dropped, and that was said once. */
 let overflowed = false;
@@ -171,13 +178,13 @@ let overflowed = false;
  */
 export function emit(op: number, id: number, text: string): void {
   if (overflowed) return;
-  if (callOutput + text.length > config.maxOutputBytes) {
+  if (callOutput + text.length + OP_COST > config.maxOutputBytes) {
     overflowed = true;
-    text = `ISLET_ERR_LIMIT: the output of one call is over ${config.maxOutputBytes} (limit maxOutputBytes); the rest of its sends, replies and console lines were dropped`;
+    text = `ISLET_ERR_LIMIT: the output of one call is over ${config.maxOutputBytes} (limit maxOutputBytes, each send, reply or console line counting ${OP_COST} more than its text); the rest of its sends, replies and console lines were dropped`;
     op = Op.HandlerError;
     id = 0;
   }
-  callOutput += text.length;
+  callOutput += text.length + OP_COST;
   const length = text.length;
   if (length > SHARED_TEXT_MAX || id > 0xffffffff) {
     hostOutput(op, id, text);

@@ -21,6 +21,7 @@ const big = "x".repeat(64 * 1024);
 exports.onMessage = (m, id) => {
   if (m === "log") for (let i = 0; i < 5000; i++) console.log(big);
   if (m === "send") for (let i = 0; i < 5000; i++) ws.getSession(id).send(big);
+  if (m === "empties") for (const end = Date.now() + 900; Date.now() < end; ) console.log("");
   if (m.startsWith("relay")) for (const s of ws.getSessions()) if (s.id !== id) ws.getSession(s.id).send(big);
   if (m === "flood") for (const s of ws.getSessions()) if (s.id !== id) for (let i = 0; i < 32; i++) ws.getSession(s.id).send(big);
   return "done " + m;
@@ -35,7 +36,7 @@ describe('hazard: output limits', () => {
     const s = await serveRoot(makeRoot(ROOT), { limits: { maxOutputBytes: 1024 * 1024 } });
     const victim = await connect(s.url('victim'));
     const attacker = await connect(s.url('a'));
-    const limited = 'ISLET_ERR_LIMIT: the output of one call is over 1048576 (limit maxOutputBytes); the rest of its sends, replies and console lines were dropped';
+    const limited = 'ISLET_ERR_LIMIT: the output of one call is over 1048576 (limit maxOutputBytes, each send, reply or console line counting 256 more than its text); the rest of its sends, replies and console lines were dropped';
     const errorsAfter = async (n: number): Promise<void> => {
       for (let i = 0; i < 100 && s.errors.length < n; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     };
@@ -50,14 +51,36 @@ describe('hazard: output limits', () => {
       { tenant: 'a', error: limited },
       { tenant: 'a', error: limited },
     ]);
-    // 16 × 64 KiB is 1 MiB: the 17th would be over.
+    // 15 × (64 KiB + 256) fit in 1 MiB; the 16th would be over.
     const logged = s.lines().filter((l) => l.startsWith('xxx'));
-    expect(logged).to.have.length(16);
+    expect(logged).to.have.length(15);
     await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(attacker.messages).to.have.length(16);
+    expect(attacker.messages).to.have.length(15);
     expect(attacker.messages.every((m) => m.length === 64 * 1024)).to.equal(true);
     attacker.ws.send('after');
     expect((await attacker.receive(attacker.messages.length + 1)).at(-1)).to.equal('done after');
+  });
+
+  it('output: empty console lines as fast as a call can make them are cut at maxOutputBytes too (each line counts), and the victim is answered within 2 s', async function () {
+    this.timeout(30_000);
+    const s = await serveRoot(makeRoot(ROOT));
+    const victim = await connect(s.url('victim'));
+    const attacker = await connect(s.url('a'));
+    attacker.ws.send('empties');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    victim.ws.send('1');
+    const sent = Date.now();
+    expect(await victim.receive(1, 4000)).to.deep.equal(['victim 1']);
+    const waited = Date.now() - sent;
+    // Its reply went with the rest of the call's output past the limit; that was reported once.
+    for (let i = 0; i < 100 && s.errors.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(s.errors.map((e) => e.error)).to.deep.equal([
+      'ISLET_ERR_LIMIT: the output of one call is over 33554432 (limit maxOutputBytes, each send, reply or console line counting 256 more than its text); the rest of its sends, replies and console lines were dropped',
+    ]);
+    expect(attacker.messages).to.deep.equal([]);
+    expect(waited, 'the victim waited').to.be.below(2000);
+    // 32 MiB at 256 a line: at most 131,072 of them, not a million.
+    expect(s.lines().filter((l) => l === '').length).to.be.within(1000, 131_072);
   });
 
   it('output: a timer that logs without end is held to the pace the host reads at; the worker stays small and the victim echoes', async function () {

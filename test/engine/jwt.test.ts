@@ -1,7 +1,7 @@
 // JSON Web Tokens at the upgrade, as `islet serve --jwt-*` checks them
 // (engine/jwt.ts, with jose): tokens signed here, real upgrades. A token
-// that is missing, malformed, badly signed, expired, not yet valid or for
-// another audience gets 401 naming why; a good one, in the header or the
+// that is missing, malformed, badly signed, expired, without exp, not yet
+// valid or for another audience gets 401 naming why; a good one, in the header or the
 // query, makes its claims the session's user; a "public" endpoint needs none.
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
@@ -56,6 +56,8 @@ describe('access control: JSON Web Tokens', () => {
     expect(await refusal(e, `Authorization: Bearer ${expired}\r\n`)).to.equal('HTTP/1.1 401 Unauthorized | token expired');
     const early = await token({ sub: 'ann' }, { notBefore: '1h' });
     expect(await refusal(e, `Authorization: Bearer ${early}\r\n`)).to.equal('HTTP/1.1 401 Unauthorized | token not valid yet (nbf)');
+    const forever = await new SignJWT({ sub: 'ann' }).setProtectedHeader({ alg: 'HS256' }).setIssuer('tests').setAudience('islet-tests').sign(KEY);
+    expect(await refusal(e, `Authorization: Bearer ${forever}\r\n`)).to.equal('HTTP/1.1 401 Unauthorized | token has no valid exp');
     const elsewhere = await token({ sub: 'ann' }, { audience: 'another-service' });
     expect(await refusal(`${e}?access_token=${elsewhere}`)).to.equal('HTTP/1.1 401 Unauthorized | token audience does not match');
   });
