@@ -116,10 +116,10 @@ const COMMON_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-/** Sets where the CLI prints, from --log-format. */
-function useLogFormat(format: string | undefined): void {
+/** Sets where the CLI prints, from --log-format; `server` for islet serve (see log-output.ts). */
+function useLogFormat(format: string | undefined, server = false): void {
   if (format !== 'text' && format !== 'json') usage(`--log-format takes text or json, got "${format}"`);
-  out = printer(format);
+  out = printer(format, server);
 }
 
 interface CommonValues {
@@ -219,7 +219,7 @@ async function serve(args: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  useLogFormat(values['log-format']);
+  useLogFormat(values['log-format'], true);
   if (positionals.length > 1) usage('serve takes at most one ROOT');
   const root = path.resolve(positionals[0] ?? values.root ?? process.cwd());
   const jwt = {
@@ -281,6 +281,7 @@ async function serve(args: string[]): Promise<number> {
   out.islet('islet: draining: new sessions get 503, open ones close with 1001');
   await engine.close();
   metrics?.close();
+  await out.flushed(2000);
   return 0;
 }
 

@@ -12,26 +12,71 @@ export interface Printer {
   tenant(log: TenantLog): void;
   /** One of islet's own lines (each line of `text` on its own); `problem`: warn, on stderr in text. */
   islet(text: string, problem?: boolean): void;
+  /** Resolves once what was printed is written out (at most `ms`). */
+  flushed(ms: number): Promise<void>;
 }
 
 const PINO_LEVELS = { log: 'info', info: 'info', warn: 'warn', error: 'error', debug: 'debug' } as const;
 
-export function printer(format: LogFormat): Printer {
+/** Log bytes a slow reader may leave waiting before lines are dropped, and counted. */
+const MAX_UNWRITTEN = 8 * 1024 * 1024;
+
+/**
+ * Writes to a standard stream. `server`: Node writes pipes synchronously on
+ * Linux, so a reader slower than the tenants' output would hold the whole
+ * host; a server's stream is made asynchronous instead, and past
+ * MAX_UNWRITTEN lines are dropped and then counted in a line of their own.
+ */
+function output(stream: NodeJS.WriteStream, server: boolean): (text: string) => void {
+  if (!server) return (text) => void stream.write(text);
+  (stream as unknown as { _handle?: { setBlocking?: (blocking: boolean) => void } })._handle?.setBlocking?.(false);
+  let dropped = 0;
+  return (text) => {
+    if (stream.writableLength > MAX_UNWRITTEN) {
+      dropped++;
+      return;
+    }
+    if (dropped > 0) {
+      stream.write(`islet: ${dropped} log lines dropped: the reader of this output is slower than what the tenants print\n`);
+      dropped = 0;
+    }
+    stream.write(text);
+  };
+}
+
+function drained(stream: NodeJS.WriteStream, ms: number): Promise<void> {
+  if (stream.writableLength === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    stream.once('drain', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** `server`: the long-running `islet serve`, whose output must not hold the host (see `output`). */
+export function printer(format: LogFormat, server = false): Printer {
+  const stdout = output(process.stdout, server);
+  const stderr = output(process.stderr, server);
+  const flushed = async (ms: number): Promise<void> => {
+    await Promise.all([drained(process.stdout, ms), drained(process.stderr, ms)]);
+  };
   if (format === 'text') {
     return {
       tenant({ tenant, level, text, handler, socket }) {
-        const stream = level === 'warn' || level === 'error' ? process.stderr : process.stdout;
-        stream.write(handler === undefined ? `[${tenant}] ${text}\n` : `[${tenant} ${handler}#${socket}] ${text}\n`);
+        const line = handler === undefined ? `[${tenant}] ${text}\n` : `[${tenant} ${handler}#${socket}] ${text}\n`;
+        (level === 'warn' || level === 'error' ? stderr : stdout)(line);
       },
       islet(text, problem = false) {
-        (problem ? process.stderr : process.stdout).write(`${text}\n`);
+        (problem ? stderr : stdout)(`${text}\n`);
       },
+      flushed,
     };
   }
-  // Written synchronously: a process that exits right after its last line must not lose it.
   const logger = pino(
     { level: 'trace', base: undefined, timestamp: pino.stdTimeFunctions.isoTime, formatters: { level: (label) => ({ level: label }) } },
-    pino.destination({ fd: 1, sync: true }),
+    { write: stdout },
   );
   return {
     tenant({ tenant, level, text, handler, socket }) {
@@ -40,5 +85,6 @@ export function printer(format: LogFormat): Printer {
     islet(text, problem = false) {
       for (const line of text.split('\n')) if (line !== '') logger[problem ? 'warn' : 'info'](line.replace(/^islet: /, ''));
     },
+    flushed,
   };
 }

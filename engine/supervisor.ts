@@ -125,9 +125,14 @@ export class SandboxWorker {
   start(): Promise<void> {
     const progress = openProgressFile();
     const child = spawn(process.execPath, WORKER_ARGS, {
-      // fd 3: the frame pipe; fd 4 (PROGRESS_FD): the progress log.
-      stdio: ['ignore', 'inherit', 'inherit', 'pipe', progress],
+      // fd 3: the frame pipe; fd 4 (PROGRESS_FD): the progress log. The host's
+      // stdout and stderr are not passed on: a child given them sets them
+      // blocking (libuv does, for fds 0-2), for the host too, whose output to a
+      // slow reader would then hold it. What a worker prints on stderr (a V8
+      // fatal error) is passed on by the host.
+      stdio: ['ignore', 'ignore', 'pipe', 'pipe', progress],
     });
+    child.stderr!.pipe(process.stderr, { end: false });
     this.child = child;
     this.callsAtIdle = 0;
     this.flushed = 0;

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { CLI, connect, echoPeer, makeRoot, runCli, seedProject } from '../helpers.js';
+import { CLI, connect, echoPeer, makeRoot, runCli, seedProject, VICTIM } from '../helpers.js';
 
 describe('islet run', () => {
   it('islet run: the seed client and handler print their lines in order and exit 0', async () => {
@@ -127,6 +127,52 @@ describe('islet serve', () => {
       // A handler's lines carry the handler and the session.
       expect(stdout).to.match(/^\[p p\/h#\d+\] opened$/m);
       expect(stdout.match(/^\[p p\/h#(\d+)\] closed \1$/gm)).to.have.length(2);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('islet serve: a reader of its output that stops reading does not hold the host; lines past 8 MiB are dropped and counted', async function () {
+    this.timeout(30_000);
+    const root = makeRoot({
+      ...VICTIM,
+      'f/e.websocket': JSON.stringify({ handler: 'f/h', endpoint: 'f' }),
+      'f/h.js': 'const line = "x".repeat(1024);\nexports.onOpen = () => setInterval(() => { for (let i = 0; i < 200; i++) console.log(line); }, 5);\n',
+    });
+    const child = spawn(process.execPath, [CLI, 'serve', root, '--port', '0'], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+    const exited = once(child, 'close');
+    let stdout = '';
+    const onData = (d: Buffer): void => {
+      stdout += d.toString();
+    };
+    child.stdout!.on('data', onData);
+    try {
+      const port = await new Promise<number>((resolve) => {
+        const check = (): void => {
+          const found = /listening on http:\/\/127\.0\.0\.1:(\d+)\//.exec(stdout);
+          if (found) resolve(Number(found[1]));
+          else setTimeout(check, 20);
+        };
+        check();
+      });
+      // From here nobody reads what it prints.
+      child.stdout!.off('data', onData);
+      child.stdout!.pause();
+      const victim = await connect(`ws://127.0.0.1:${port}/websockets/v4/service/victim`);
+      await connect(`ws://127.0.0.1:${port}/websockets/v4/service/f`);
+      for (let i = 1; i <= 5; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 400));
+        victim.ws.send(String(i));
+        expect((await victim.receive(i, 2000)).at(-1)).to.equal(`victim ${i}`);
+      }
+      // Read again: the dropped lines were counted.
+      let rest = '';
+      child.stdout!.on('data', (d: Buffer) => (rest += d.toString()));
+      child.stdout!.resume();
+      for (let i = 0; i < 100 && !/log lines dropped/.test(rest); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(rest).to.match(/^islet: \d+ log lines dropped: the reader of this output is slower than what the tenants print$/m);
+      child.kill('SIGTERM');
+      await exited;
     } finally {
       child.kill('SIGKILL');
     }
