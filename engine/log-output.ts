@@ -28,7 +28,8 @@ const MAX_UNWRITTEN = 8 * 1024 * 1024;
  * MAX_UNWRITTEN lines are dropped and then counted in a line of their own.
  */
 function output(stream: NodeJS.WriteStream, server: boolean): (text: string) => void {
-  if (!server) return (text) => void stream.write(text);
+  // A terminal keeps up, and is shared with the shell: it is left as it is (a file is written synchronously anyway).
+  if (!server || stream.isTTY) return (text) => void stream.write(text);
   (stream as unknown as { _handle?: { setBlocking?: (blocking: boolean) => void } })._handle?.setBlocking?.(false);
   let dropped = 0;
   return (text) => {
