@@ -70,7 +70,7 @@ export interface SocketInfo {
 }
 
 /** One tenant's use of a worker, as `stats` reports it. */
-export type TenantUsage = [tenant: string, callMs: number, heapBytes: number, timeouts: number, memoryLimits: number];
+export type TenantUsage = [tenant: string, callMs: number, heapBytes: number, timeouts: number, memoryLimits: number, cpuMs: number];
 
 /** A bundled module or script, ready to evaluate in an isolate. */
 export interface BundledCode {
@@ -113,7 +113,7 @@ export type WorkerToHost =
   /** `handler` and `socket`: the tenant's handler that ran, and for which of its sockets. */
   | { t: 'log'; tenant: string; level: LogLevel; text: string; handler?: string; socket?: number }
   | { t: 'runDone'; run: number; error?: string }
-  /** `tenants`: per tenant on the worker, [name, ms spent in its calls, its isolate's heap bytes, calls stopped at callTimeoutMs, isolates lost to memoryMiB]. */
+  /** `tenants`: per tenant on the worker, [name, ms its calls took, its isolate's heap bytes, calls stopped at callTimeoutMs, isolates lost to memoryMiB, CPU ms its isolates used]. */
   | { t: 'stats'; ask: number; isolates: number; sockets: number; tenants: TenantUsage[] }
   | { t: 'tenantError'; tenant: string; error: string }
   /** A call into the tenant ran `ms`, far past its budget (see the worker's `overran`). */
@@ -161,7 +161,7 @@ function fieldOk(value: unknown, type: FieldType): boolean {
     case 'string?':
       return value === undefined || typeof value === 'string';
     case 'usage':
-      return Array.isArray(value) && value.every((u) => Array.isArray(u) && u.length === 5 && typeof u[0] === 'string' && u.slice(1).every((n) => fieldOk(n, 'number')));
+      return Array.isArray(value) && value.every((u) => Array.isArray(u) && u.length === 6 && typeof u[0] === 'string' && u.slice(1).every((n) => fieldOk(n, 'number')));
     case 'level':
       return typeof value === 'string' && LEVELS.includes(value);
     case 'client': {

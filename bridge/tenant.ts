@@ -159,6 +159,15 @@ export class Tenant {
     }
   }
 
+  /** CPU time the isolate has used, in ns (0 once it is gone). */
+  cpuNs(): bigint {
+    try {
+      return this.isolate.cpuTime;
+    } catch {
+      return 0n;
+    }
+  }
+
   /** After a call that did not finish (stopped, or its isolate lost): where it was. Resets the progress for the next call. */
   takeStopped(): Stopped {
     const at = this.progress[Progress.Event]!;

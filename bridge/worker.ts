@@ -45,8 +45,8 @@ export class Worker {
   /** A turn stopped to let the host read this worker's output; the next one goes on with it. */
   private turnPaused = false;
   private awaitingDrain = false;
-  /** Per tenant, across its isolates: ms spent in its calls, calls stopped at the budget, isolates lost to the heap limit. */
-  private readonly usage = new Map<string, { ms: number; timeouts: number; memoryLimits: number }>();
+  /** Per tenant, across its isolates: ms its calls took, CPU ms its isolates used in them, calls stopped at the budget, isolates lost to the heap limit. */
+  private readonly usage = new Map<string, { ms: number; cpuMs: number; timeouts: number; memoryLimits: number }>();
   /** Frames received from the host, and calls into isolates started. */
   private received = 0;
   private calls = 0;
@@ -161,6 +161,7 @@ export class Worker {
       // sends the new one only the frames that came after, and knows the culprit.
       this.progress.starting(++this.calls, this.received, tenant.name);
       const began = performance.now();
+      const cpuBefore = tenant.cpuNs();
       try {
         tenant.dispatch();
         this.settleRuns(tenant.name);
@@ -168,7 +169,11 @@ export class Worker {
         this.failedCall(tenant, error);
       }
       const ms = performance.now() - began;
-      this.usageOf(tenant.name).ms += ms;
+      const usage = this.usageOf(tenant.name);
+      usage.ms += ms;
+      // An isolate lost in the call reports 0: its last call's CPU is not counted.
+      const cpu = tenant.cpuNs() - cpuBefore;
+      if (cpu > 0n) usage.cpuMs += Number(cpu) / 1e6;
       this.overran(tenant, ms);
     }
     this.sockets.turnEnded();
@@ -177,9 +182,9 @@ export class Worker {
     this.writer.flush();
   }
 
-  private usageOf(name: string): { ms: number; timeouts: number; memoryLimits: number } {
+  private usageOf(name: string): { ms: number; cpuMs: number; timeouts: number; memoryLimits: number } {
     let usage = this.usage.get(name);
-    if (usage === undefined) this.usage.set(name, (usage = { ms: 0, timeouts: 0, memoryLimits: 0 }));
+    if (usage === undefined) this.usage.set(name, (usage = { ms: 0, cpuMs: 0, timeouts: 0, memoryLimits: 0 }));
     return usage;
   }
 
@@ -187,7 +192,7 @@ export class Worker {
     return [...this.usage].map(([name, u]) => {
       const isolate = this.tenants.get(name)?.isolate;
       const heap = isolate === undefined || isolate.isDisposed ? 0 : isolate.getHeapStatisticsSync().used_heap_size;
-      return [name, Math.round(u.ms), heap, u.timeouts, u.memoryLimits];
+      return [name, Math.round(u.ms), heap, u.timeouts, u.memoryLimits, Math.round(u.cpuMs)];
     });
   }
 

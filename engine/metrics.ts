@@ -59,8 +59,11 @@ export class Metrics {
     this.counter('islet_sent_bytes_total', 'Bytes of messages the tenant sent on its sockets.', ['tenant'], perTenant((c) => c.bytesOut));
     this.counter('islet_heartbeat_timeouts_total', 'Sockets of the tenant dropped for not answering a ping.', ['tenant'], perTenant((c) => c.heartbeatTimeouts));
     this.counter('islet_quarantines_total', 'Times the tenant was quarantined.', ['tenant'], perTenant((c) => c.quarantines));
-    this.counter('islet_tenant_call_seconds_total', 'Time the tenant\'s calls into its isolate took (its handlers, scripts and timers).', ['tenant'], () =>
+    this.counter('islet_tenant_call_seconds_total', 'Wall time the tenant\'s calls into its isolate took (its handlers, scripts and timers).', ['tenant'], () =>
       this.usage.map(([tenant, ms]) => [{ tenant }, ms / 1000]),
+    );
+    this.counter('islet_tenant_cpu_seconds_total', 'CPU time the tenant\'s isolates used in its calls.', ['tenant'], () =>
+      this.usage.map(([tenant, , , , , cpuMs]) => [{ tenant }, cpuMs / 1000]),
     );
     this.gauge('islet_tenant_heap_bytes', 'Heap the tenant\'s isolate uses.', ['tenant'], () => this.usage.map(([tenant, , heap]) => [{ tenant }, heap]));
     this.counter('islet_limit_hits_total', 'Calls stopped, isolates lost, sessions closed or messages dropped at a limit, by limit.', ['tenant', 'limit'], () => [

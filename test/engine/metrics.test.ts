@@ -45,6 +45,8 @@ describe('metrics', () => {
     expect(m.get('islet_upgrades_refused_total{tenant="(none)",status="404"}')).to.equal(1);
     expect(m.get('islet_limit_hits_total{tenant="p",limit="callTimeoutMs"}')).to.equal(1);
     expect(m.get('islet_tenant_call_seconds_total{tenant="p"}')).to.be.above(0.09);
+    // The stopped script spun on the CPU for its budget.
+    expect(m.get('islet_tenant_cpu_seconds_total{tenant="p"}')).to.be.above(0.05);
     expect(m.get('islet_tenant_heap_bytes{tenant="p"}')).to.be.above(100_000);
     expect(m.get('islet_worker_restarts_total')).to.equal(0);
     expect(m.get('process_resident_memory_bytes')).to.be.above(0);
