@@ -54,6 +54,26 @@ export const VICTIM: Record<string, string> = {
   'victim/echo.js': 'exports.onMessage = (m) => "victim " + m;',
 };
 
+/** A process's resident memory, from /proc, in MiB. */
+export function rssMiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
+}
+
+/** A complete WebSocket upgrade request for `target` (path and query); `headers`, each ending in CRLF, go before the key. */
+export function upgradeRequest(target: string, headers = ''): string {
+  return `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${headers}` +
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+}
+
+/** A raw TCP peer that finishes the WebSocket handshake to `target` and then answers nothing (no pong, no close), as a peer that vanished. */
+export function silentPeer(port: number, target: string): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(upgradeRequest(target)));
+    socket.once('data', (d: Buffer) => (d.toString().startsWith('HTTP/1.1 101') ? resolve(socket) : reject(new Error(d.toString()))));
+    socket.on('error', () => {});
+  });
+}
+
 /** Raw bytes to a server on 127.0.0.1; what came back before it closed the connection, or `waitMs` passed. */
 export function rawRequest(port: number, bytes: string, waitMs = 3000): Promise<string> {
   return new Promise((resolve) => {

@@ -6,12 +6,7 @@
 // limit or slowed down, and a victim tenant keeps echoing.
 import { expect } from 'chai';
 import WebSocket from 'ws';
-import { readFileSync } from 'node:fs';
-import { connect, makeRoot, serveRoot, VICTIM } from '../helpers.js';
-
-function rssMiB(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
-}
+import { connect, makeRoot, rssMiB, serveRoot, VICTIM } from '../helpers.js';
 
 const ROOT = {
   ...VICTIM,

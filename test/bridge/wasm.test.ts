@@ -3,16 +3,12 @@
 // at its maximum against wasmMemoryMiB; past it the call throws, the worker's
 // memory stays flat, and a victim tenant keeps echoing.
 import { expect } from 'chai';
-import { connect, makeRoot, serveRoot, settle, VICTIM } from '../helpers.js';
+import { connect, makeRoot, rssMiB, serveRoot, settle, VICTIM } from '../helpers.js';
 
 // A module that declares its own memory (1 page, at most 2) and exports it;
 // the same with no maximum (it could grow to 4 GiB).
 const WITH_MAX = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 5, 4, 1, 1, 1, 2, 7, 7, 1, 3, 0x6d, 0x65, 0x6d, 2, 0];
 const NO_MAX = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 5, 3, 1, 0, 1, 7, 7, 1, 3, 0x6d, 0x65, 0x6d, 2, 0];
-
-function rssMiB(pid: number): Promise<number> {
-  return import('node:fs').then(({ readFileSync }) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024);
-}
 
 describe('hazard: WebAssembly memory', () => {
   it('wasm: memories past wasmMemoryMiB are refused, whatever constructor is used; the worker stays small and the victim echoes', async function () {
@@ -40,7 +36,7 @@ describe('hazard: WebAssembly memory', () => {
     const s = await serveRoot(root, { limits: { wasmMemoryMiB: 256, callTimeoutMs: 5000 } });
     const victim = await connect(s.url('victim'));
     const [pid] = s.engine.workerPids;
-    const before = await rssMiB(pid!);
+    const before = rssMiB(pid!);
     expect(await settle(s.engine.run('a/grab.js'))).to.equal('no error');
     expect(s.lines()).to.deep.equal([
       '4 made; ISLET_ERR_LIMIT: this WebAssembly.Memory may grow to 64 MiB; with the 256 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
@@ -48,7 +44,7 @@ describe('hazard: WebAssembly memory', () => {
     ]);
     await s.engine.run('c/small.js');
     expect(s.lines().at(-1)).to.equal('grow: RangeError');
-    expect((await rssMiB(pid!)) - before).to.be.below(400);
+    expect(rssMiB(pid!) - before).to.be.below(400);
     victim.ws.send('1');
     expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
     await s.engine.run('m/module.js');

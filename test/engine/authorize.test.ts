@@ -7,7 +7,7 @@
 import { expect } from 'chai';
 import type { IncomingMessage } from 'node:http';
 import type { HostFailure } from '../../engine/index.js';
-import { connect, makeRoot, rawRequest, serveRoot, type Served } from '../helpers.js';
+import { connect, makeRoot, rawRequest, serveRoot, type Served, upgradeRequest } from '../helpers.js';
 
 const ROOT = {
   'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
@@ -17,10 +17,7 @@ exports.onMessage = (m, id) => JSON.stringify({ mine: ws.getSession(id).user, al
 };
 
 /** The upgrade request for endpoint e, with `?who=` the test's own switch. */
-function upgrade(who: string): string {
-  return `GET /websockets/v4/service/e?who=${who} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
-    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
-}
+const upgrade = (who: string): string => upgradeRequest(`/websockets/v4/service/e?who=${who}`);
 
 function who(req: IncomingMessage): string {
   return new URL(req.url ?? '/', 'http://x').searchParams.get('who') ?? '';

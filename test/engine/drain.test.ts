@@ -4,7 +4,7 @@
 // never answers its close frame.
 import { expect } from 'chai';
 import net from 'node:net';
-import { connect, makeRoot, rawRequest, serveRoot } from '../helpers.js';
+import { connect, makeRoot, rawRequest, serveRoot, silentPeer, upgradeRequest } from '../helpers.js';
 
 const ROOT = {
   'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
@@ -19,13 +19,7 @@ describe('drain on shutdown', () => {
     for (const c of clients) c.ws.send('hi');
     await Promise.all(clients.map((c) => c.receive(1)));
     // A peer that finished its handshake and then reads nothing: it never answers the close.
-    const mute = net.connect(s.port, '127.0.0.1', () =>
-      mute.write('GET /websockets/v4/service/e HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
-        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'),
-    );
-    await new Promise((resolve) => mute.once('data', resolve));
-    mute.pause();
-    mute.on('error', () => {});
+    const mute = await silentPeer(s.port, '/websockets/v4/service/e');
     // And an HTTP connection that never sends its request: the server's close must not wait for it.
     const idle = net.connect(s.port, '127.0.0.1');
     idle.on('error', () => {});
@@ -33,7 +27,7 @@ describe('drain on shutdown', () => {
     const started = Date.now();
     const closing = s.engine.close();
     // Draining: the port still answers, with 503.
-    expect(await rawRequest(s.port, 'GET /websockets/v4/service/e HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')).to.match(/^HTTP\/1\.1 503 /);
+    expect(await rawRequest(s.port, upgradeRequest('/websockets/v4/service/e'))).to.match(/^HTTP\/1\.1 503 /);
     await closing;
     // The mute peer's close frame gets 1 s; nothing waits out the whole shutdownTimeoutMs.
     expect(Date.now() - started).to.be.below(2500);

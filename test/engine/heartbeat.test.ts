@@ -4,8 +4,7 @@
 // while a live client beside it stays; a peer over messagesPerSecond is
 // closed with 1008 and its handler told, while a slower session carries on.
 import { expect } from 'chai';
-import net from 'node:net';
-import { connect, makeRoot, serveRoot } from '../helpers.js';
+import { connect, makeRoot, serveRoot, silentPeer } from '../helpers.js';
 
 const ROOT = {
   'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
@@ -20,24 +19,12 @@ exports.onClose = () => console.log("close; sessions left: " + ws.getSessions().
 `,
 };
 
-/** A raw TCP peer that finishes the WebSocket handshake and then reads nothing and answers nothing. */
-function silentPeer(port: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1', () =>
-      socket.write('GET /websockets/v4/service/e HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
-        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'),
-    );
-    socket.once('data', (d: Buffer) => (d.toString().startsWith('HTTP/1.1 101') ? resolve(socket) : reject(new Error(d.toString()))));
-    socket.on('error', () => {});
-  });
-}
-
 describe('peers that vanish or flood', () => {
   it('heartbeat: a peer that answers no ping is dropped within two intervals, onError and onClose run; a live client stays', async function () {
     this.timeout(20_000);
     const s = await serveRoot(makeRoot(ROOT), { heartbeatMs: 300 });
     const live = await connect(s.url('e'));
-    const silent = await silentPeer(s.port);
+    const silent = await silentPeer(s.port, '/websockets/v4/service/e');
     const started = Date.now();
     await new Promise((resolve) => silent.once('close', resolve));
     expect(Date.now() - started).to.be.below(2 * 300 + 600);

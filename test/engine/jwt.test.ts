@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { SignJWT } from 'jose';
 import { jwtAuthorizer } from '../../engine/index.js';
-import { CLI, connect, makeRoot, rawRequest, serveRoot, type Served } from '../helpers.js';
+import { CLI, connect, makeRoot, rawRequest, serveRoot, type Served, upgradeRequest } from '../helpers.js';
 
 const SECRET = 'a-test-secret-that-is-long-enough-for-hs256';
 const KEY = new TextEncoder().encode(SECRET);
@@ -28,11 +28,6 @@ function token(claims: Record<string, unknown>, { expires = '1h', notBefore, aud
   return jwt.sign(key);
 }
 
-function upgrade(pathAndQuery: string, headers = ''): string {
-  return `GET ${pathAndQuery} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n${headers}` +
-    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
-}
-
 describe('access control: JSON Web Tokens', () => {
   let s: Served;
 
@@ -42,7 +37,7 @@ describe('access control: JSON Web Tokens', () => {
   });
 
   const refusal = async (pathAndQuery: string, headers = ''): Promise<string> => {
-    const answer = await rawRequest(s.port, upgrade(pathAndQuery, headers));
+    const answer = await rawRequest(s.port, upgradeRequest(pathAndQuery, headers));
     return `${answer.slice(0, answer.indexOf('\r\n'))} | ${answer.slice(answer.indexOf('\r\n\r\n') + 4).trim()}`;
   };
 

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { CLI, connect, makeRoot, rawRequest, serveRoot, settle } from '../helpers.js';
+import { CLI, connect, makeRoot, rawRequest, serveRoot, settle, upgradeRequest } from '../helpers.js';
 
 const ROOT = {
   'p/e.websocket': JSON.stringify({ handler: 'p/h', endpoint: 'e' }),
@@ -34,7 +34,7 @@ describe('metrics', () => {
     }
     await a.receive(3);
     await b.receive(3);
-    expect(await rawRequest(s.port, 'GET /websockets/v4/service/nothing HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n')).to.match(/^HTTP\/1\.1 404/);
+    expect(await rawRequest(s.port, upgradeRequest('/websockets/v4/service/nothing'))).to.match(/^HTTP\/1\.1 404/);
     expect(await settle(s.engine.run('p/spin.js'))).to.match(/^ISLET_ERR_TIMEOUT/);
     const m = parse(await s.engine.metrics());
     expect(m.get('islet_sessions_open{tenant="p"}')).to.equal(2);
