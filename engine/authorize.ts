@@ -5,6 +5,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Report } from './events.js';
 import type { Endpoint } from './projects.js';
+import { within } from './within.js';
 
 /** A JSON value: what a session's `user` may be. */
 export type SessionUser = null | boolean | number | string | SessionUser[] | { [key: string]: SessionUser };
@@ -24,22 +25,20 @@ export const MAX_USER_BYTES = 16 * 1024;
 /** Accepted (with the user as JSON, '' for none), or refused with a status and a reason. */
 export type Decision = { user: string } | { status: number; reason: string };
 
-class TimedOut extends Error {}
+const TIMED_OUT = Symbol('authorize timed out');
 
 /** Runs `authorize` within `timeoutMs`; never throws. */
 export async function decide(authorize: Authorize, req: IncomingMessage, endpoint: Endpoint, timeoutMs: number, report: Report): Promise<Decision> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimedOut(`authorize did not answer within ${timeoutMs} ms (authorizeTimeoutMs)`)), timeoutMs);
-  });
   let verdict: unknown;
   try {
-    verdict = await Promise.race([Promise.resolve().then(() => authorize(req, endpoint)), late]);
+    verdict = await within(Promise.resolve().then(() => authorize(req, endpoint)), timeoutMs, TIMED_OUT);
   } catch (error) {
     report('authorize', error);
-    return error instanceof TimedOut ? { status: 503, reason: 'authorization timed out' } : { status: 500, reason: 'authorization failed' };
-  } finally {
-    clearTimeout(timer);
+    return { status: 500, reason: 'authorization failed' };
+  }
+  if (verdict === TIMED_OUT) {
+    report('authorize', new Error(`authorize did not answer within ${timeoutMs} ms (authorizeTimeoutMs)`));
+    return { status: 503, reason: 'authorization timed out' };
   }
   return judge(verdict, report);
 }

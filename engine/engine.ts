@@ -21,6 +21,7 @@ import { Routes } from './routes.js';
 import { Runs, scriptPath } from './runs.js';
 import { Served } from './served.js';
 import { Sockets } from './sockets.js';
+import { within } from './within.js';
 import { Workers } from './workers.js';
 
 type State = 'new' | 'starting' | 'running' | 'closing' | 'closed';
@@ -44,13 +45,6 @@ const partsOf = new WeakMap<Engine, Parts>();
 
 function parts(engine: Engine): Parts {
   return partsOf.get(engine)!;
-}
-
-/** Waits for `work`, or `ms`, whichever comes first. */
-async function within(work: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([work, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
 }
 
 function assertRunning(p: Parts): void {
@@ -172,8 +166,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     // The servers stay open meanwhile: an upgrade during the drain gets 503, not a refused connection.
     await p.sockets.closeAll(left());
     // The workers have been told of every close: their onClose handlers run before the workers stop.
-    await within(Promise.all(p.workers.list.map((w) => w.caughtUp())), left());
-    await within(p.routes.close(), left());
+    await within(Promise.all(p.workers.list.map((w) => w.caughtUp())), left(), undefined);
+    await within(p.routes.close(), left(), undefined);
     await p.workers.stop();
     p.state = 'closed';
   }
@@ -208,10 +202,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   async healthy(timeoutMs = 2000): Promise<boolean> {
     const p = parts(this);
     if (p.state !== 'running') return false;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-    const answered = await Promise.race([p.workers.stats().then(() => true), late]);
-    clearTimeout(timer);
+    const answered = await within(p.workers.stats().then(() => true), timeoutMs, false);
     return answered && p.state === 'running';
   }
 

@@ -2,8 +2,10 @@
 // (`[tenant] line`, or `[tenant handler#socket] line` from a handler call;
 // warn and error on stderr), or with `--log-format json` one JSON object a
 // line on stdout, made by pino: time, level, tenant, handler, session, msg.
+import { once } from 'node:events';
 import { pino } from 'pino';
 import type { TenantLog } from './index.js';
+import { within } from './within.js';
 
 export type LogFormat = 'text' | 'json';
 
@@ -45,15 +47,9 @@ function output(stream: NodeJS.WriteStream, server: boolean): (text: string) => 
   };
 }
 
-function drained(stream: NodeJS.WriteStream, ms: number): Promise<void> {
-  if (stream.writableLength === 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    stream.once('drain', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
+async function drained(stream: NodeJS.WriteStream, ms: number): Promise<void> {
+  // A stream that fails instead of draining has nothing more to write either.
+  if (stream.writableLength > 0) await within(once(stream, 'drain').catch(() => undefined), ms, undefined);
 }
 
 /** `server`: the long-running `islet serve`, whose output must not hold the host (see `output`). */
