@@ -235,8 +235,9 @@ export class Worker {
     const limits = this.limits;
     let fault: string;
     if (lost) {
-      if (/memory limit/i.test(message)) this.usageOf(tenant.name).memoryLimits++;
-      fault = /memory limit/i.test(message)
+      const memory = /memory limit/i.test(message);
+      if (memory) this.usageOf(tenant.name).memoryLimits++;
+      fault = memory
         ? `ISLET_ERR_MEMORY_LIMIT: tenant "${tenant.name}" ran out of its ${limits.memoryMiB} MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event`
         : `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event`;
       this.tenants.delete(tenant.name);

@@ -338,9 +338,13 @@ export class Sockets {
     if (queued + payload.length > this.host.maxQueuedBytes) {
       socket.counters.hit('maxQueuedBytes');
       over = `${queued} bytes already wait to be sent on ${socket.info.kind} ${id}, whose peer is not reading (limit maxQueuedBytes ${this.host.maxQueuedBytes})`;
-    } else if (tenantQueued + payload.length > this.host.maxTenantQueuedBytes && this.queues.recount(socket.info.tenant) + payload.length > this.host.maxTenantQueuedBytes) {
-      socket.counters.hit('maxTenantQueuedBytes');
-      over = `${this.queues.recount(socket.info.tenant)} bytes already wait to be sent on tenant "${socket.info.tenant}"'s sockets, whose peers are not reading (limit maxTenantQueuedBytes ${this.host.maxTenantQueuedBytes})`;
+    } else if (tenantQueued + payload.length > this.host.maxTenantQueuedBytes) {
+      // The running total may count sockets that drained since: counted again before it refuses.
+      const recounted = this.queues.recount(socket.info.tenant);
+      if (recounted + payload.length > this.host.maxTenantQueuedBytes) {
+        socket.counters.hit('maxTenantQueuedBytes');
+        over = `${recounted} bytes already wait to be sent on tenant "${socket.info.tenant}"'s sockets, whose peers are not reading (limit maxTenantQueuedBytes ${this.host.maxTenantQueuedBytes})`;
+      }
     }
     if (over !== null) {
       if (!socket.overflowing) {
