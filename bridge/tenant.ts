@@ -47,6 +47,8 @@ export class Tenant {
   /** Module names by the number the runtime puts in `progress` while one loads. */
   private readonly moduleNames: string[] = [];
   private readonly timers = new Map<number, NodeJS.Timeout>();
+  /** Timers whose firing waits in `batch` for the next call. */
+  private readonly timersWaiting = new Set<number>();
   /** Events waiting for the next dispatch. */
   batch: Batch = [];
   /** The events of the last dispatch, to find the one a stopped call was running. */
@@ -121,6 +123,7 @@ export class Tenant {
     const batch = this.batch;
     this.batch = [];
     this.lastBatch = batch;
+    this.timersWaiting.clear();
     try {
       this.dispatchRef.applySync(undefined, [batch], { arguments: { copy: true }, ...this.budget });
     } finally {
@@ -185,6 +188,10 @@ export class Tenant {
     const delay = Math.min(Math.max(Number.isFinite(ms) ? ms : 0, repeat ? 1 : 0), MAX_DELAY);
     const due = (): void => {
       if (!repeat) this.timers.delete(id);
+      // An interval whose last firing still waits for its call is not queued again: firings do not pile up
+      // while the tenant waits (25 of them at once made one call of a flooding timer 32 MiB).
+      if (this.timersWaiting.has(id)) return;
+      this.timersWaiting.add(id);
       this.host.timerDue(this, id);
     };
     this.timers.set(id, repeat ? setInterval(due, delay) : setTimeout(due, delay));
