@@ -3,7 +3,7 @@
 // every chunk it reads to the Worker.
 import net from 'node:net';
 import { PROGRESS_FD, ProgressLog } from './progress-log.js';
-import { FrameWriter } from './protocol.js';
+import { FrameWriter } from './frames.js';
 import { Worker } from './worker.js';
 
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });

@@ -183,7 +183,7 @@ export class Tenant {
   setTimer(id: number, ms: number, repeat: boolean): void {
     if (this.timers.has(id)) return;
     if (this.timers.size >= this.limits.maxTimers) {
-      throw new Error(`ISLET_ERR_LIMIT: tenant "${this.name}" already has ${this.limits.maxTimers} timers (limit maxTimers)`);
+      throw new Error(`ISLET_ERR_LIMIT_TIMERS: tenant "${this.name}" already has ${this.limits.maxTimers} timers (limit maxTimers)`);
     }
     const delay = Math.min(Math.max(Number.isFinite(ms) ? ms : 0, repeat ? 1 : 0), MAX_DELAY);
     const due = (): void => {

@@ -2,6 +2,7 @@
 // them in each isolate a tenant gets (its first, and one recreated after a
 // memory limit). A module that failed while it loaded is kept as failed
 // (null): reported once, never run again until the host sends a new bundle.
+import type { WireError } from './errors.js';
 import type { BundledCode, WorkerToHost } from './protocol.js';
 import type { Tenant } from './tenant.js';
 
@@ -11,7 +12,7 @@ export class WorkerModules {
   constructor(
     private readonly send: (message: WorkerToHost) => void,
     /** An error nothing caught, of no run. */
-    private readonly uncaught: (tenant: string, error: string) => void,
+    private readonly uncaught: (tenant: string, error: WireError) => void,
   ) {}
 
   /** Defines every module of the tenant in its new isolate. `step` runs before each (the watchdog counts it as progress). */
@@ -35,7 +36,7 @@ export class WorkerModules {
    * recreated isolate (the current one, if any, knows already or is told by
    * the caller: this runs inside a call into it too).
    */
-  fail(tenantName: string, name: string, error: string): void {
+  fail(tenantName: string, name: string, error: WireError): void {
     const own = this.byTenant.get(tenantName);
     const module = own?.get(name);
     if (own === undefined || module === undefined || module === null) return;
@@ -52,7 +53,7 @@ export class WorkerModules {
       tenant.define(module);
     } catch (error) {
       tenant.defineFailed(name);
-      this.uncaught(tenant.name, `ISLET_ERR_HANDLER_FAILED: ${name}: ${(error as Error).message}`);
+      this.uncaught(tenant.name, { code: 'ISLET_ERR_HANDLER_FAILED', detail: `${name}: ${(error as Error).message}` });
     }
   }
 }

@@ -1,6 +1,7 @@
 // Script runs pending on one sandbox worker, per tenant: a run ends when its
 // tenant is idle (no timers, no clients), or fails with the first error
 // nothing caught.
+import type { WireError } from './errors.js';
 import type { WorkerToHost } from './protocol.js';
 
 export class WorkerRuns {
@@ -19,7 +20,7 @@ export class WorkerRuns {
   }
 
   /** An error nothing caught fails the run it came from, else every pending run, else is reported. */
-  uncaught(tenant: string, run: number, error: string): void {
+  uncaught(tenant: string, run: number, error: WireError): void {
     const runs = this.pending.get(tenant);
     if (run !== 0 && runs?.delete(run)) {
       this.send({ t: 'runDone', run, error });
@@ -33,7 +34,7 @@ export class WorkerRuns {
   }
 
   /** Fails every pending run of a tenant. */
-  fail(tenant: string, error: string): void {
+  fail(tenant: string, error: WireError): void {
     const runs = this.pending.get(tenant);
     if (runs === undefined) return;
     for (const id of runs) this.send({ t: 'runDone', run: id, error });

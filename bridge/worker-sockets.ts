@@ -96,7 +96,7 @@ export class WorkerSockets {
     const resolved = resolveHandler(root, handler, tenant);
     const maxClients = this.limits().maxClients;
     if (this.clientCount(tenant) >= maxClients) {
-      throw new IsletError('ISLET_ERR_LIMIT', `tenant "${tenant}" already has ${maxClients} clients (limit maxClients)`);
+      throw new IsletError('ISLET_ERR_LIMIT_CLIENTS', `tenant "${tenant}" already has ${maxClients} clients (limit maxClients)`);
     }
     const socket: SocketInfo = { id: this.allocateId(), kind: 'client', tenant, handler: resolved.id, uri, engine: engineName, state: 'connecting', endpoint: '', user: '' };
     this.keep(socket);
@@ -106,7 +106,7 @@ export class WorkerSockets {
   private allocateId(): number {
     if (this.nextId > this.lastId) {
       const from = this.idBlocks.shift();
-      if (from === undefined) throw new IsletError('ISLET_ERR_LIMIT', 'no socket ids left on this worker; try again');
+      if (from === undefined) throw new IsletError('ISLET_ERR_TRY_AGAIN', 'no socket ids left on this worker; try again');
       this.nextId = from;
       this.lastId = from + ID_BLOCK - 1;
       this.askedForIds = false;

@@ -3,22 +3,21 @@
 // call, and sends the tenant's output back. It trusts the host and nothing
 // that comes out of an isolate: every output is checked here (types, sizes,
 // which tenant owns the socket) before it is forwarded. main.ts runs it.
+import { errorLine, fromIsolate, type WireError } from './errors.js';
 import type { ProgressLog } from './progress-log.js';
-import { FrameKind, FrameReader, type FrameWriter, type HostToWorker, type SocketInfo, type TenantLimits, type TenantUsage, type WorkerToHost } from './protocol.js';
-import { decodeClose, decodeLogId, encodeSessionOpen, LOG_LEVELS } from '../sandbox-api/wire.js';
-import { type Batch, Event, Op, Tenant, type TenantHost } from './tenant.js';
+import { FrameKind, FrameReader, type FrameWriter } from './frames.js';
+import type { HostToWorker, SocketInfo, TenantLimits, WorkerToHost } from './protocol.js';
+import { encodeSessionOpen } from '../sandbox-api/wire.js';
+import { type Batch, Event, Tenant, type TenantHost } from './tenant.js';
 import { WorkerModules } from './worker-modules.js';
+import { forwardOp, type OutputTo } from './worker-output.js';
 import { WorkerRuns } from './worker-runs.js';
 import { WorkerSockets } from './worker-sockets.js';
+import { Turns } from './worker-turns.js';
+import { WorkerUsage } from './worker-usage.js';
 
 /** How far past twice its budget a call may run before it counts as an overrun (a stopped call takes a little longer than its budget). */
 const OVERRUN_GRACE_MS = 100;
-/**
- * Output the host has not read yet past which no tenant is called until it
- * has: a tenant that logs or sends without end must not pile its output up
- * in this process (it grew by hundreds of MB a second).
- */
-const OUTPUT_HIGH_WATER = 2 * 1024 * 1024;
 
 export class Worker {
   private runtime = '';
@@ -37,16 +36,10 @@ export class Worker {
     (message) => this.send(message),
     (tenant, error) => this.runs.uncaught(tenant, 0, error),
   );
-  /** Tenants with events for the next turn. */
-  private readonly dirty = new Set<Tenant>();
-  /** Tenants whose call of the last turn ran to its budget. */
-  private readonly spent = new Set<Tenant>();
-  private turnScheduled = false;
-  /** A turn stopped to let the host read this worker's output; the next one goes on with it. */
-  private turnPaused = false;
-  private awaitingDrain = false;
-  /** Per tenant, across its isolates: ms its calls took, CPU ms its isolates used in them, calls stopped at the budget, isolates lost to the heap limit. */
-  private readonly usage = new Map<string, { ms: number; cpuMs: number; timeouts: number; memoryLimits: number }>();
+  private readonly turns: Turns;
+  /** Where a tenant's output goes once checked. */
+  private readonly outputTo: OutputTo;
+  private readonly usage = new WorkerUsage();
   /** Frames received from the host, and calls into isolates started. */
   private received = 0;
   private calls = 0;
@@ -57,7 +50,7 @@ export class Worker {
     } catch (error) {
       // One frame that cannot be served (an isolate that cannot be created)
       // must not take the other tenants of this worker down with it.
-      this.send({ t: 'tenantError', tenant: '(worker)', error: (error as Error).stack ?? String(error) });
+      this.send({ t: 'tenantError', tenant: '(worker)', error: { code: 'ISLET_ERR_UNCAUGHT', detail: (error as Error).stack ?? String(error) } });
     }
   });
 
@@ -68,20 +61,32 @@ export class Worker {
       this.send({ t: 'connect', socket });
       return socket.id;
     },
-    timerDue: (tenant, id) => this.queue(tenant, Event.Timer, id, ''),
-    output: (tenant, op, id, text) => this.forwardOp(tenant, op, id, text),
+    timerDue: (tenant, id) => this.turns.queue(tenant, Event.Timer, id, ''),
+    output: (tenant, op, id, text) => forwardOp(this.outputTo, tenant, op, id, text),
     dispatched: () => this.writer.flush(),
   };
 
   constructor(
     private readonly writer: FrameWriter,
     private readonly progress: ProgressLog,
-  ) {}
+  ) {
+    this.outputTo = { sockets: this.sockets, runs: this.runs, modules: this.modules, writer, maxMessageBytes: () => this.limits.maxMessageBytes, send: (message) => this.send(message) };
+    this.turns = new Turns(writer, progress, {
+      current: (tenant) => this.tenants.get(tenant.name) === tenant,
+      call: (tenant) => this.call(tenant),
+      ended: (pending) => {
+        this.sockets.turnEnded();
+        // Goes out with this turn's output, now rather than a turn later.
+        this.send({ t: 'idle', seq: this.received, calls: this.calls, pending });
+        this.writer.flush();
+      },
+    });
+  }
 
   /** A chunk of the host's byte stream. Even one that queues no event is answered with an idle: the host holds its next batch until this one is taken. */
   read(chunk: Buffer): void {
     this.reader.push(chunk);
-    this.scheduleTurn();
+    this.turns.schedule();
   }
 
   private send(message: WorkerToHost): void {
@@ -106,101 +111,23 @@ export class Worker {
     return tenant;
   }
 
-  private queue(tenant: Tenant, kind: number, id: number, text: string): void {
-    tenant.batch.push(kind, id, text);
-    this.dirty.add(tenant);
-    this.scheduleTurn();
-  }
-
-  /** A turn runs the dirty tenants and ends with `idle`, which also tells the host its frames were taken. */
-  private scheduleTurn(): void {
-    if (this.turnScheduled) return;
-    this.turnScheduled = true;
-    setImmediate(() => this.turn());
-  }
-
-  /**
-   * Once per turn: one call into each tenant that had events when the turn
-   * began. A tenant that gets more during the turn (its stopped call's events
-   * put back, a timer) waits for the next turn, behind the others: a tenant
-   * whose every event runs past its budget costs the others one budget a turn.
-   */
-  private turn(): void {
-    this.turnScheduled = false;
-    // A paused turn goes on: its calls' records stay in the progress log, and its idle is still to come.
-    if (!this.turnPaused) this.progress.startTurn();
-    this.turnPaused = false;
-    // A tenant whose last call used up its budget goes after the others: what
-    // arrived for them while it ran is not held up by its next call too.
-    const turn = [...this.dirty].sort((a, b) => Number(this.spent.has(a)) - Number(this.spent.has(b)));
-    this.dirty.clear();
-    this.spent.clear();
-    for (let i = 0; i < turn.length; i++) {
-      const tenant = turn[i]!;
-      if (this.tenants.get(tenant.name) !== tenant) continue;
-      // What earlier calls of this turn produced leaves before the next call
-      // starts: if that call kills this process, their output is not lost.
-      this.writer.flush();
-      if (this.writer.unsent > OUTPUT_HIGH_WATER) {
-        // The host is behind on what this worker wrote: the rest of the turn
-        // waits until it has read it. No idle yet, so the host holds its next
-        // batch (and, past its own limit, stops reading from the senders).
-        for (const waiting of turn.slice(i)) this.dirty.add(waiting);
-        this.turnPaused = true;
-        if (!this.awaitingDrain) {
-          this.awaitingDrain = true;
-          this.writer.whenDrained(() => {
-            this.awaitingDrain = false;
-            this.progress.step(); // the watchdog counts it as progress
-            this.scheduleTurn();
-          });
-        }
-        return;
-      }
-      // Recorded before the call: if this process dies during it, the host
-      // sends the new one only the frames that came after, and knows the culprit.
-      this.progress.starting(++this.calls, this.received, tenant.name);
-      const began = performance.now();
-      const cpuBefore = tenant.cpuNs();
-      try {
-        tenant.dispatch();
-        this.settleRuns(tenant.name);
-      } catch (error) {
-        this.failedCall(tenant, error);
-      }
-      const ms = performance.now() - began;
-      const usage = this.usageOf(tenant.name);
-      usage.ms += ms;
-      // An isolate lost in the call reports 0: its last call's CPU is not counted.
-      const cpu = tenant.cpuNs() - cpuBefore;
-      if (cpu > 0n) usage.cpuMs += Number(cpu) / 1e6;
-      this.overran(tenant, ms);
+  /** One call into the tenant with its batch; true when it used its whole budget. */
+  private call(tenant: Tenant): boolean {
+    // Recorded before the call: if this process dies during it, the host
+    // sends the new one only the frames that came after, and knows the culprit.
+    this.progress.starting(++this.calls, this.received, tenant.name);
+    const began = performance.now();
+    const cpuBefore = tenant.cpuNs();
+    try {
+      tenant.dispatch();
+      this.settleRuns(tenant.name);
+    } catch (error) {
+      this.failedCall(tenant, error);
     }
-    this.sockets.turnEnded();
-    // Goes out with this turn's output, now rather than a turn later.
-    this.send({ t: 'idle', seq: this.received, calls: this.calls, pending: this.socketEventsLeft() });
-    this.writer.flush();
-  }
-
-  private usageOf(name: string): { ms: number; cpuMs: number; timeouts: number; memoryLimits: number } {
-    let usage = this.usage.get(name);
-    if (usage === undefined) this.usage.set(name, (usage = { ms: 0, cpuMs: 0, timeouts: 0, memoryLimits: 0 }));
-    return usage;
-  }
-
-  private usageList(): TenantUsage[] {
-    return [...this.usage].map(([name, u]) => {
-      const isolate = this.tenants.get(name)?.isolate;
-      const heap = isolate === undefined || isolate.isDisposed ? 0 : isolate.getHeapStatisticsSync().used_heap_size;
-      return [name, Math.round(u.ms), heap, u.timeouts, u.memoryLimits, Math.round(u.cpuMs)];
-    });
-  }
-
-  /** Socket events waiting for the next turn (a stopped call's put back); timers do not count: they never end. */
-  private socketEventsLeft(): number {
-    let n = 0;
-    for (const tenant of this.dirty) for (let i = 0; i < tenant.batch.length; i += 3) if (tenant.batch[i] !== Event.Timer) n++;
-    return n;
+    const ms = performance.now() - began;
+    // An isolate lost in the call reports 0: its last call's CPU is not counted.
+    this.usage.called(tenant.name, ms, tenant.cpuNs() - cpuBefore);
+    return this.overran(tenant, ms);
   }
 
   /**
@@ -208,10 +135,10 @@ export class Worker {
    * builtin that does not check for interrupts, under the watchdog's bound):
    * the host counts it like a death of the worker, toward quarantine.
    */
-  private overran(tenant: Tenant, ms: number): void {
-    if (ms < this.limits.callTimeoutMs) return;
-    this.spent.add(tenant);
+  private overran(tenant: Tenant, ms: number): boolean {
+    if (ms < this.limits.callTimeoutMs) return false;
     if (ms > 2 * this.limits.callTimeoutMs + OVERRUN_GRACE_MS) this.send({ t: 'overran', tenant: tenant.name, ms: Math.round(ms) });
+    return true;
   }
 
   /**
@@ -227,27 +154,27 @@ export class Worker {
       // Its stack runs on into this process's frames, past isolated-vm's boundary: those say nothing about the tenant.
       const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : message;
       const boundary = stack.indexOf('\n    at (<isolated-vm boundary>)');
-      this.runs.uncaught(tenant.name, 0, `ISLET_ERR_UNCAUGHT: unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}`);
+      this.runs.uncaught(tenant.name, 0, { code: 'ISLET_ERR_UNCAUGHT', detail: `unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}` });
       this.settleRuns(tenant.name);
       return;
     }
     const stopped = tenant.takeStopped();
     const limits = this.limits;
-    let fault: string;
+    let fault: WireError;
     if (lost) {
       const memory = /memory limit/i.test(message);
-      if (memory) this.usageOf(tenant.name).memoryLimits++;
+      if (memory) this.usage.memoryLimit(tenant.name);
       fault = memory
-        ? `ISLET_ERR_MEMORY_LIMIT: tenant "${tenant.name}" ran out of its ${limits.memoryMiB} MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event`
-        : `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event`;
+        ? { code: 'ISLET_ERR_MEMORY_LIMIT', detail: `tenant "${tenant.name}" ran out of its ${limits.memoryMiB} MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event` }
+        : { code: 'ISLET_ERR_UNCAUGHT', detail: `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event` };
       this.tenants.delete(tenant.name);
       tenant.dispose();
     } else {
-      this.usageOf(tenant.name).timeouts++;
-      fault = `ISLET_ERR_TIMEOUT: tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs)`;
+      this.usage.timeout(tenant.name);
+      fault = { code: 'ISLET_ERR_TIMEOUT', detail: `tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs)` };
     }
     if (stopped.loading !== null) {
-      const detail = lost ? `${fault}, while the module loaded` : 'ISLET_ERR_TIMEOUT: its code ran past the call budget while the module loaded (limit callTimeoutMs)';
+      const detail = lost ? and(fault, ', while the module loaded') : { code: fault.code, detail: 'its code ran past the call budget while the module loaded (limit callTimeoutMs)' };
       this.modules.fail(tenant.name, stopped.loading, detail);
       if (!lost) {
         try {
@@ -268,22 +195,23 @@ export class Worker {
    * isolate or, when that was lost, in the tenant's new one. A lost isolate
    * takes the tenant's pending runs with it: their scripts' state is gone.
    */
-  private resume(tenant: Tenant, at: number, fault: string, lost: boolean): void {
+  private resume(tenant: Tenant, at: number, fault: WireError, lost: boolean): void {
     const batch = tenant.lastBatch;
     const ran = at >= 0 && at + 2 < batch.length;
     const kind = ran ? (batch[at] as number) : -1;
     const id = ran ? (batch[at + 1] as number) : 0;
+    const stoppedIn = (what: string): WireError => (lost ? fault : and(fault, `; ${what} was stopped`));
     const next: Batch = [];
-    if (!ran) this.runs.uncaught(tenant.name, 0, lost ? fault : `${fault}; it was stopped`);
+    if (!ran) this.runs.uncaught(tenant.name, 0, stoppedIn('it'));
     else if (kind === Event.Run) {
-      this.runs.uncaught(tenant.name, id, lost ? fault : `${fault}; the script was stopped`);
+      this.runs.uncaught(tenant.name, id, stoppedIn('the script'));
       if (lost) this.runs.fail(tenant.name, fault);
-    } else if (kind === Event.Timer) this.runs.uncaught(tenant.name, 0, lost ? fault : `${fault}; a timer callback was stopped`);
+    } else if (kind === Event.Timer) this.runs.uncaught(tenant.name, 0, stoppedIn('a timer callback'));
     // onError hears of it, unless onError is what failed: then only the host does.
     else if (kind !== Event.Error && this.sockets.owns(tenant.name, id)) {
-      next.push(Event.Error, id, `${fault}; its handler was stopped`);
+      next.push(Event.Error, id, errorLine(and(fault, '; its handler was stopped')));
       if (lost) this.runs.uncaught(tenant.name, 0, fault);
-    } else this.runs.uncaught(tenant.name, 0, `${fault}; its handler was stopped`);
+    } else this.runs.uncaught(tenant.name, 0, and(fault, '; its handler was stopped'));
     if (ran) next.push(...batch.slice(at + 3));
     // Events queued for the lost isolate go to its successor.
     if (lost) next.push(...tenant.batch);
@@ -294,53 +222,12 @@ export class Worker {
       try {
         target = this.tenantNamed(tenant.name);
       } catch (error) {
-        this.runs.uncaught(tenant.name, 0, `tenant "${tenant.name}" could not get a new isolate: ${(error as Error).message}`);
+        this.runs.uncaught(tenant.name, 0, { code: 'ISLET_ERR_UNCAUGHT', detail: `tenant "${tenant.name}" could not get a new isolate: ${(error as Error).message}` });
         return;
       }
     }
     target.batch = next.concat(target.batch);
-    this.dirty.add(target);
-    this.scheduleTurn();
-  }
-
-  /** One output operation of a tenant, checked, forwarded to the host. */
-  private forwardOp(tenant: Tenant, op: number, id: number, text: string): void {
-    switch (op) {
-      case Op.Send: {
-        if (!this.sockets.owns(tenant.name, id)) break;
-        const max = this.limits.maxMessageBytes;
-        if (this.writer.text(FrameKind.TextOut, id, text, max) < 0) {
-          this.runs.uncaught(tenant.name, 0, `ISLET_ERR_MESSAGE_TOO_LARGE: message of ${Buffer.byteLength(text)} bytes not sent (limit maxMessageBytes ${max})`);
-        }
-        break;
-      }
-      case Op.Close: {
-        const socket = this.sockets.get(id);
-        if (socket?.tenant !== tenant.name) break;
-        socket.state = 'closing';
-        this.send({ t: 'close', id, tenant: tenant.name, ...decodeClose(text) });
-        break;
-      }
-      case Op.Log: {
-        const { level, socket } = decodeLogId(id);
-        const handler = this.sockets.handlerOf(tenant.name, socket);
-        const at = handler === null ? {} : { handler, socket };
-        this.send({ t: 'log', tenant: tenant.name, level: LOG_LEVELS[level] ?? 'log', text, ...at });
-        break;
-      }
-      case Op.ModuleFailed: {
-        // The runtime has marked it failed in this isolate; the worker does for the next ones.
-        const newline = text.indexOf('\n');
-        this.modules.fail(tenant.name, text.slice(0, newline), text.slice(newline + 1));
-        break;
-      }
-      case Op.Error:
-        this.runs.uncaught(tenant.name, id, text);
-        break;
-      case Op.HandlerError:
-        this.send({ t: 'tenantError', tenant: tenant.name, error: text });
-        break;
-    }
+    this.turns.wake(target);
   }
 
   /** A run is done when its tenant has no timers and no clients left. */
@@ -359,7 +246,7 @@ export class Worker {
     if (kind === FrameKind.TextIn) {
       const socket = this.sockets.get(id);
       if (socket === undefined) return;
-      this.queue(this.tenantNamed(socket.tenant), Event.Message, id, payload.toString('utf8'));
+      this.turns.queue(this.tenantNamed(socket.tenant), Event.Message, id, payload.toString('utf8'));
     }
   }
 
@@ -388,10 +275,10 @@ export class Worker {
           this.runs.add(message.tenant, message.run);
           tenant.define(message.script);
         } catch (error) {
-          this.runs.uncaught(message.tenant, message.run, (error as Error).stack ?? String(error));
+          this.runs.uncaught(message.tenant, message.run, fromIsolate((error as Error).stack ?? String(error)));
           break;
         }
-        this.queue(tenant, Event.Run, message.run, message.script.name);
+        this.turns.queue(tenant, Event.Run, message.run, message.script.name);
         break;
       }
       case 'adopt': {
@@ -404,7 +291,7 @@ export class Worker {
         break;
       }
       case 'stats':
-        this.send({ t: 'stats', ask: message.ask, isolates: this.tenants.size, sockets: this.sockets.size, tenants: this.usageList() });
+        this.send({ t: 'stats', ask: message.ask, isolates: this.tenants.size, sockets: this.sockets.size, tenants: this.usage.list((name) => this.tenants.get(name)) });
         break;
       case 'ping':
         break; // the idle that ends this turn is the answer
@@ -413,15 +300,15 @@ export class Worker {
         const tenant = this.tenants.get(message.tenant);
         if (tenant === undefined) break;
         this.tenants.delete(message.tenant);
-        this.dirty.delete(tenant);
+        this.turns.forget(tenant);
         tenant.dispose();
-        this.runs.uncaught(message.tenant, 0, 'ISLET_ERR_QUARANTINED: the tenant was quarantined; its isolate was discarded');
+        this.runs.uncaught(message.tenant, 0, { code: 'ISLET_ERR_QUARANTINED', detail: 'the tenant was quarantined; its isolate was discarded' });
         break;
       }
       case 'accept': {
         const socket = message.socket;
         this.sockets.keep(socket);
-        this.queue(this.tenantNamed(socket.tenant), Event.Open, socket.id, encodeSessionOpen(socket.endpoint, socket.user, socket.handler));
+        this.turns.queue(this.tenantNamed(socket.tenant), Event.Open, socket.id, encodeSessionOpen(socket.endpoint, socket.user, socket.handler));
         break;
       }
       case 'event': {
@@ -430,13 +317,13 @@ export class Worker {
         const tenant = this.tenantNamed(socket.tenant);
         if (message.event === 'open') {
           socket.state = 'open';
-          this.queue(tenant, Event.Open, message.id, '');
+          this.turns.queue(tenant, Event.Open, message.id, '');
         } else if (message.event === 'error') {
-          this.queue(tenant, Event.Error, message.id, message.text ?? '');
+          this.turns.queue(tenant, Event.Error, message.id, errorLine(message.error));
         } else {
           // Once closed the socket is no longer the tenant's: output to it is dropped.
           this.sockets.drop(message.id);
-          this.queue(tenant, Event.Close, message.id, '');
+          this.turns.queue(tenant, Event.Close, message.id, '');
         }
         break;
       }
@@ -447,4 +334,9 @@ export class Worker {
 /** Sockets as a recreated isolate adopts them (wire.ts, `ADOPT_FIELDS`). */
 function adoptList(list: SocketInfo[]): string[] {
   return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state, socket.endpoint, socket.user]);
+}
+
+/** The fault with more said about it. */
+function and(fault: WireError, more: string): WireError {
+  return { code: fault.code, detail: fault.detail + more };
 }

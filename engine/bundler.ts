@@ -17,7 +17,7 @@ import { isBuiltin, SourceMap } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as esbuild from 'esbuild';
-import { IsletError } from '../bridge/errors.js';
+import { IsletError, type WireError } from '../bridge/errors.js';
 import { computedImport } from './computed-imports.js';
 import { isOwnOpened, notOwnFile, openFile, OUTSIDE, ownFile, readOpened } from './files.js';
 import { ROOT_TENANT, tenantOf } from '../bridge/handler-ids.js';
@@ -121,7 +121,7 @@ export class Bundler {
       else code = file.text;
     }
     if (code.length > this.maxBundleBytes) {
-      throw new IsletError('ISLET_ERR_LIMIT', `${relative}: its bundle of ${code.length} bytes is over the limit of ${this.maxBundleBytes} (limit maxBundleBytes)`);
+      throw new IsletError('ISLET_ERR_LIMIT_BUNDLE', `${relative}: its bundle of ${code.length} bytes is over the limit of ${this.maxBundleBytes} (limit maxBundleBytes)`);
     }
     const hash = sha(code).slice(0, 12);
     const file = `${FILE_PREFIX}${hash}/${relative}`;
@@ -148,6 +148,11 @@ export class Bundler {
   }
 
   /** Rewrites isolate stack frames into the tenant's own files and lines. */
+  /** A tenant's error from a worker, its stack frames mapped to the tenant's files. */
+  mapError(error: WireError): IsletError {
+    return new IsletError(error.code, this.mapStack(error.detail));
+  }
+
   mapStack(error: string): string {
     const text = error.length > MAX_TRACE ? `${error.slice(0, MAX_TRACE)} … [cut at ${MAX_TRACE} characters]` : error;
     // Frames of the sandbox runtime say nothing to a tenant: drop them.
@@ -262,7 +267,7 @@ export class Bundler {
     if (!Array.isArray(failure.errors)) return new IsletError('ISLET_ERR_BUNDLE', `${relative}: ${String(error)}`);
     const refused = failure.errors.some((e) => e.detail === 'refused');
     const limited = failure.errors.find((e) => e.detail === 'limit');
-    if (limited !== undefined) return new IsletError('ISLET_ERR_LIMIT', limited.text);
+    if (limited !== undefined) return new IsletError('ISLET_ERR_LIMIT_BUNDLE', limited.text);
     const lines = failure.errors.map((e) => {
       const where = e.location ? `${withoutNamespace(toPosix(e.location.file))}:${e.location.line}:${e.location.column + 1}` : relative;
       if (e.detail !== 'refused') return `${where}: ${e.text}`;

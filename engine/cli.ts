@@ -161,7 +161,7 @@ function watch(engine: Engine): void {
     out.islet(`islet: sandbox worker ${worker} (pid ${pid}) died (${how}); restarting it`, true);
   });
   engine.on('workerRestart', ({ worker, pid }) => out.islet(`islet: sandbox worker ${worker} restarted (pid ${pid})`, true));
-  engine.on('tenantQuarantined', ({ tenant, error }) => out.islet(`[${tenant}] ${error.message}`, true));
+  engine.on('tenantQuarantined', ({ tenant, error }) => out.islet(`[${tenant}] ${error}`, true));
   engine.on('hostError', ({ where, error }) => out.islet(`islet: internal error in ${where}: ${error.message}`, true));
 }
 

@@ -6,10 +6,10 @@ import { EventEmitter } from 'node:events';
 import type http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { IsletError } from '../bridge/errors.js';
+import { asIsletError, IsletError } from '../bridge/errors.js';
 import { tenantOf } from '../bridge/handler-ids.js';
 import { Bundler } from './bundler.js';
-import type { Emit, Report } from './events.js';
+import { type Emit, failure, type Report } from './events.js';
 import { Handlers, SCRIPT_PREFIX } from './handlers.js';
 import type { EngineEvents, EngineStats } from './index.js';
 import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
@@ -72,7 +72,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       loadHandler: (worker, info) => handlers.prepare(worker, info.tenant, info.handler),
       handlerFailed: (worker, info, error) => {
         worker.send({ t: 'moduleFailed', tenant: info.tenant, handler: info.handler }, info.tenant);
-        this.emit('tenantError', { tenant: info.tenant, error: error.message });
+        this.emit('tenantError', failure(info.tenant, asIsletError(error)));
       },
       maxMessageBytes: resolved.limits.maxMessageBytes,
       maxQueuedBytes: resolved.limits.maxQueuedBytes,

@@ -1,9 +1,15 @@
 // How the engine's parts tell the embedder what happened: through the
 // Engine's own typed `emit`, and `guarded`, which keeps an exception in
 // islet's code (or an embedder's listener) from reaching Node's event loop.
-import type { EngineEvents } from './index.js';
+import type { IsletError } from '../bridge/errors.js';
+import type { EngineEvents, TenantFailure } from './index.js';
 
 export type Emit = <K extends keyof EngineEvents>(event: K, ...args: EngineEvents[K]) => void;
+
+/** A tenant's failure as `tenantError` and `tenantQuarantined` carry it. */
+export function failure(tenant: string, error: IsletError): TenantFailure {
+  return { tenant, code: error.code, error: error.message };
+}
 
 /** Reports an exception of islet's own code as `hostError`. */
 export type Report = (where: string, error: unknown) => void;

@@ -1,7 +1,7 @@
 // The embedding API of islet: the types an embedder sees, and the Engine.
 // The host process owns every socket and never runs tenant code; tenants run
 // in isolates inside sandbox worker processes. engine.ts wires the parts.
-import type { IsletError } from '../bridge/errors.js';
+import type { ErrorCode } from '../bridge/errors.js';
 import type { LogLevel } from '../bridge/protocol.js';
 import type { DescriptorProblem, Endpoint } from './projects.js';
 
@@ -36,7 +36,9 @@ export interface TenantLog {
 
 export interface TenantFailure {
   tenant: string;
-  /** The error, with stack frames mapped to the tenant's own files. */
+  /** What failed; `ISLET_ERR_UNCAUGHT` for the tenant's own exceptions. */
+  code: ErrorCode;
+  /** The error as a line: its code, then what happened, stack frames mapped to the tenant's own files. */
   error: string;
 }
 
@@ -69,7 +71,7 @@ export interface EngineEvents {
   /** Files of these tenants that islet runs changed, and were read again (descriptors, handlers, what they import). */
   reloaded: [{ tenants: string[] }];
   /** A tenant kept killing its worker: refused until its files change or the time passes. */
-  tenantQuarantined: [{ tenant: string; error: IsletError }];
+  tenantQuarantined: [TenantFailure];
   /** islet's own code failed in a listener; it cost that one request, socket or worker message, and the host carries on. */
   hostError: [HostFailure];
 }

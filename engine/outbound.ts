@@ -6,6 +6,7 @@
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
 import { IsletError } from '../bridge/errors.js';
+import WebSocket from 'ws';
 
 export interface OutboundOptions {
   /** Hosts (`example.com`, `*.example.com`), addresses or CIDR ranges always allowed, unless denied. */
@@ -140,6 +141,27 @@ export class OutboundPolicy {
         callback(null, allowed[0]!.address, allowed[0]!.family);
       });
     };
+  }
+
+  /**
+   * A client's connection to `uri`, if the policy allows it: an address
+   * literal is judged here, a name by the socket's `lookup` once resolved
+   * (the socket connects to the address that was judged). Throws an IsletError.
+   */
+  dial(uri: string, options: { maxPayload: number; handshakeTimeout: number }): WebSocket {
+    let host: string;
+    try {
+      host = new URL(uri).hostname.replace(/^\[(.*)\]$/, '$1');
+    } catch {
+      throw new IsletError('ISLET_ERR_BAD_URI', `uri "${uri.slice(0, 200)}" is not a valid URL`);
+    }
+    const why = isIP(host) === 0 ? null : this.refusal(host, host);
+    if (why !== null) throw refused(uri, why);
+    try {
+      return new WebSocket(uri, { ...options, perMessageDeflate: false, followRedirects: false, lookup: this.lookup(uri) });
+    } catch (error) {
+      throw new IsletError('ISLET_ERR_BAD_URI', (error as Error).message);
+    }
   }
 }
 

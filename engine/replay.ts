@@ -1,7 +1,7 @@
 // What the host keeps of the frames it sent a sandbox worker until the worker
 // is done with them: if the process dies, what it had not taken goes to the
 // next one, in order (supervisor.ts decides when).
-import { FrameKind, type FrameWriter } from '../bridge/protocol.js';
+import { FrameKind, type FrameWriter } from '../bridge/frames.js';
 
 /** A frame, as a write into the channel. */
 export type Frame = (writer: FrameWriter) => void;
@@ -83,34 +83,37 @@ class ReplayBytes {
   }
 }
 
+/** Whose a frame is: a tenant's, or the worker's own (stats, id blocks), which any call's start acknowledges. */
+export const WORKER_FRAME: unique symbol = Symbol('a frame of no tenant');
+export type FrameOwner = string | typeof WORKER_FRAME;
+
 /**
- * Frames sent to the current process and not yet done with, per tenant
- * (tenant '' for frames of no tenant). When the process dies during a turn,
+ * Frames sent to the current process and not yet done with, per owner. When the process dies during a turn,
  * the frames each call of that turn took are dropped (`ack`); the other
  * tenants' frames of the same turn are still here to be sent again.
  */
 export class Unacknowledged {
-  private readonly queues = new Map<string, FrameQueue>();
+  private readonly queues = new Map<FrameOwner, FrameQueue>();
   private readonly bytesKept = new ReplayBytes();
 
-  add(seq: number, tenant: string, frame: Frame): void {
-    this.keep(tenant, { seq, frame, id: 0, at: this.bytesKept.next, length: 0 });
+  add(seq: number, owner: FrameOwner, frame: Frame): void {
+    this.keep(owner, { seq, frame, id: 0, at: this.bytesKept.next, length: 0 });
   }
 
   addText(seq: number, tenant: string, id: number, payload: Buffer): void {
     this.keep(tenant, { seq, frame: null, id, at: this.bytesKept.add(payload), length: payload.length });
   }
 
-  private keep(tenant: string, kept: Kept): void {
-    let queue = this.queues.get(tenant);
-    if (queue === undefined) this.queues.set(tenant, (queue = { frames: [], head: 0 }));
+  private keep(owner: FrameOwner, kept: Kept): void {
+    let queue = this.queues.get(owner);
+    if (queue === undefined) this.queues.set(owner, (queue = { frames: [], head: 0 }));
     queue.frames.push(kept);
   }
 
   /** The worker started on `tenant`'s frames up to `seq` (and had taken every frame of no tenant). */
   ack(tenant: string, seq: number): void {
     this.drop(tenant, seq);
-    this.drop('', seq);
+    this.drop(WORKER_FRAME, seq);
   }
 
   /** A turn is over: every frame up to `seq` is done with. */
@@ -124,7 +127,7 @@ export class Unacknowledged {
   }
 
   /** Drops `name`'s frames up to `seq`; returns the oldest one left. */
-  private drop(name: string, seq: number): Kept | null {
+  private drop(name: FrameOwner, seq: number): Kept | null {
     const queue = this.queues.get(name);
     if (queue === undefined) return null;
     while (queue.head < queue.frames.length && queue.frames[queue.head]!.seq <= seq) queue.head++;
@@ -145,15 +148,15 @@ export class Unacknowledged {
   }
 
   /** Everything not acknowledged, in the order it was sent. */
-  take(): { tenant: string; frame: Frame }[] {
-    const rest = [...this.queues].flatMap(([tenant, q]) => q.frames.slice(q.head).map((kept) => ({ tenant, kept })));
+  take(): { replayFor: FrameOwner; frame: Frame }[] {
+    const rest: { replayFor: FrameOwner; kept: Kept }[] = [...this.queues].flatMap(([replayFor, q]) => q.frames.slice(q.head).map((kept) => ({ replayFor, kept })));
     this.queues.clear();
-    const frames = rest
+    const frames: { replayFor: FrameOwner; frame: Frame }[] = rest
       .sort((a, b) => a.kept.seq - b.kept.seq)
-      .map(({ tenant, kept }) => {
-        if (kept.frame !== null) return { tenant, frame: kept.frame };
+      .map(({ replayFor, kept }): { replayFor: FrameOwner; frame: Frame } => {
+        if (kept.frame !== null) return { replayFor, frame: kept.frame };
         const payload = this.bytesKept.copy(kept.at, kept.length);
-        return { tenant, frame: (writer: FrameWriter) => void writer.text(FrameKind.TextIn, kept.id, payload) };
+        return { replayFor, frame: (writer: FrameWriter) => void writer.text(FrameKind.TextIn, kept.id, payload) };
       });
     this.bytesKept.release(this.bytesKept.next);
     return frames;

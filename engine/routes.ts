@@ -4,9 +4,9 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import type { IsletError } from '../bridge/errors.js';
+import { asIsletError, type IsletError } from '../bridge/errors.js';
 import { decide } from './authorize.js';
-import { type Emit, guarded, type Report } from './events.js';
+import { type Emit, failure as tenantFailure, guarded, type Report } from './events.js';
 import type { Handlers } from './handlers.js';
 import { type Metrics, NO_TENANT } from './metrics.js';
 import type { ResolvedOptions } from './options.js';
@@ -149,7 +149,7 @@ export class Routes {
     const { limits, allowedOrigins } = this.host.options;
     const sessions = this.host.sockets.sessionsOf(endpoint.project);
     if (sessions >= limits.maxSessions) {
-      return { status: 503, reason: `ISLET_ERR_LIMIT: tenant "${endpoint.project}" already has ${sessions} sessions (limit maxSessions)` };
+      return { status: 503, reason: `ISLET_ERR_LIMIT_SESSIONS: tenant "${endpoint.project}" already has ${sessions} sessions (limit maxSessions)` };
     }
     if (allowedOrigins !== null && !allowedOrigins.includes(req.headers.origin ?? '')) {
       // Cross-site WebSocket hijacking: a page of another origin riding on the user's browser.
@@ -177,7 +177,7 @@ export class Routes {
     } catch (error) {
       failure = error as Error;
       // A module that failed while it loaded was reported then, once.
-      if ((error as IsletError).code !== 'ISLET_ERR_HANDLER_FAILED') emit('tenantError', { tenant: endpoint.project, error: failure.message });
+      if ((error as IsletError).code !== 'ISLET_ERR_HANDLER_FAILED') emit('tenantError', tenantFailure(endpoint.project, asIsletError(error)));
     }
     if (socket.destroyed) return;
     // The engine began to close while the handler was being bundled.

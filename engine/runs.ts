@@ -2,7 +2,7 @@
 // their tenant to be done (no clients, no timers left), by id.
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { type ErrorCode, ErrorCodes, IsletError } from '../bridge/errors.js';
+import { IsletError } from '../bridge/errors.js';
 import { isInside } from '../bridge/handler-ids.js';
 
 interface PendingRun {
@@ -22,13 +22,13 @@ export class Runs {
     return { id, done };
   }
 
-  /** The worker says run `id` is over; `error` is the tenant's error text, its frames mapped. */
-  done(id: number, error?: string): void {
+  /** The worker says run `id` is over; `error`: how it failed, its frames mapped. */
+  done(id: number, error?: IsletError): void {
     const run = this.pending.get(id);
     if (run === undefined) return;
     this.pending.delete(id);
     if (error === undefined) run.resolve();
-    else run.reject(tenantError(error));
+    else run.reject(error);
   }
 
   /** Fails every pending run of a tenant that `match` picks. */
@@ -39,15 +39,6 @@ export class Runs {
       run.reject(error);
     }
   }
-}
-
-/** An error from a tenant: one islet raised keeps its code, anything else was uncaught. */
-export function tenantError(text: string): IsletError {
-  const coded = /^(ISLET_ERR_[A-Z_]+): /.exec(text);
-  if (coded !== null && coded[1]! in ErrorCodes) {
-    return new IsletError(coded[1] as ErrorCode, text.slice(coded[0].length));
-  }
-  return new IsletError('ISLET_ERR_UNCAUGHT', text);
 }
 
 /**

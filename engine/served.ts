@@ -5,7 +5,8 @@
 import path from 'node:path';
 import { tenantOf } from '../bridge/handler-ids.js';
 import type { Bundler } from './bundler.js';
-import type { Emit, Report } from './events.js';
+import { asIsletError } from '../bridge/errors.js';
+import { type Emit, failure, type Report } from './events.js';
 import type { Handlers } from './handlers.js';
 import { DESCRIPTOR_SUFFIX, type Endpoint, scanProjects } from './projects.js';
 import type { Quarantine } from './quarantine.js';
@@ -129,7 +130,7 @@ export class Served {
     this.changed.clear();
     this.host.handlers.forget();
     this.loadProjects();
-    const sent = this.host.handlers.refresh(this.host.workers(), (tenant, error) => this.host.emit('tenantError', { tenant, error: error.message }));
+    const sent = this.host.handlers.refresh(this.host.workers(), (tenant, error) => this.host.emit('tenantError', failure(tenant, asIsletError(error))));
     void Promise.allSettled([this.handlersBundled, ...sent]).then(() => this.host.emit('reloaded', { tenants }));
   }
 }

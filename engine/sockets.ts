@@ -6,51 +6,19 @@
 // issued before a client opens wait, in order, and go out once it opens:
 // Dirigible's createWebsocket blocked until open, so scripts send straight
 // after it.
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import WebSocket from 'ws';
+import { IsletError } from '../bridge/errors.js';
 import type { SocketInfo } from '../bridge/protocol.js';
-import { type OutboundPolicy, refused } from './outbound.js';
+import type { OutboundPolicy } from './outbound.js';
 import type { SandboxWorker } from './supervisor.js';
 import { Heartbeat } from './heartbeat.js';
+import { attach, CLOSE, closeProblem, type HostSocket, hostSocketOf, newHostSocket, tellError, withinRate } from './host-socket.js';
 import type { TenantCounters } from './metrics.js';
 import { queuedBytes, TenantQueues } from './tenant-queues.js';
 
-/** A close a tenant asked for before the socket opened. */
-const CLOSE = null;
 /** How long closing the engine waits for a peer to answer a close frame. */
 const CLOSE_GRACE_MS = 1000;
-/** Where a coupled ws socket keeps its HostSocket. */
-const HOST_SOCKET = Symbol('islet host socket');
-
-interface HostSocket {
-  info: SocketInfo;
-  worker: SandboxWorker;
-  ws: WebSocket | null;
-  /** What a client's tenant sent or closed before it opened; made on first use. */
-  waiting: (Buffer | typeof CLOSE)[] | null;
-  /** Bytes in `waiting`. */
-  waitingBytes: number;
-  /** Messages are being dropped (maxQueuedBytes, maxTenantQueuedBytes); the tenant has been told once. */
-  overflowing: boolean;
-  /** The bytes of this socket counted in its tenant's queued total. */
-  counted: number;
-  /** Messages sent while bytes already waited, not written yet (see tenant-queues.ts, MESSAGE_COST); `sent` counts them down. */
-  backlog: number;
-  sent: (() => void) | null;
-  /** Answered (a pong or a message) since the last heartbeat ping. */
-  alive: boolean;
-  /** A session's rate limit: messages it may send now, and when that was counted. */
-  tokens: number;
-  countedAt: number;
-  /** Its tenant's counters (metrics.ts). */
-  counters: TenantCounters;
-}
-
-type Coupled = WebSocket & { [HOST_SOCKET]: HostSocket };
-
-function hostSocketOf(ws: WebSocket): HostSocket {
-  return (ws as Coupled)[HOST_SOCKET];
-}
 
 export interface SocketHost {
   /** Bundles the client's handler and sends it to the worker; throws an IsletError. */
@@ -67,20 +35,6 @@ export interface SocketHost {
   messagesPerSecond: number;
   /** A tenant's counters. */
   counters(tenant: string): TenantCounters;
-}
-
-/** Largest close reason: a control frame's 125 bytes less the 2 of the code (RFC 6455 5.5). */
-const MAX_CLOSE_REASON_BYTES = 123;
-
-/** Why ws would refuse to close with this code and reason, or null. */
-export function closeProblem(code: number | undefined, reason: string | undefined): string | null {
-  if (code !== undefined && !(code === 1000 || (Number.isInteger(code) && code >= 3000 && code <= 4999))) {
-    return `close code must be 1000 or 3000-4999, got ${code}`;
-  }
-  if (reason === undefined || reason === '') return null;
-  if (code === undefined) return 'a close reason needs a close code';
-  const bytes = Buffer.byteLength(reason, 'utf8');
-  return bytes > MAX_CLOSE_REASON_BYTES ? `close reason is ${bytes} bytes of UTF-8 (at most ${MAX_CLOSE_REASON_BYTES})` : null;
 }
 
 export class Sockets {
@@ -103,9 +57,8 @@ export class Sockets {
   constructor(private readonly host: SocketHost) {
     this.queues = new TenantQueues(host.maxTenantQueuedBytes, (tenant) => this.ofTenant(tenant));
     this.heartbeat = new Heartbeat(host.heartbeatMs, () => this.sockets.values(), (socket) => {
-      const { info, worker } = socket;
       socket.counters.heartbeatTimeouts++;
-      worker.send({ t: 'event', id: info.id, event: 'error', text: `ISLET_ERR_HEARTBEAT_TIMEOUT: heartbeat timeout: the peer did not answer a ping within ${host.heartbeatMs} ms; the connection was dropped` }, info.tenant);
+      tellError(socket, 'ISLET_ERR_HEARTBEAT_TIMEOUT', `heartbeat timeout: the peer did not answer a ping within ${host.heartbeatMs} ms; the connection was dropped`);
       // Its 'close' follows: onClose runs, and the socket leaves the registry.
       socket.ws!.terminate();
     });
@@ -146,7 +99,7 @@ export class Sockets {
 
   /** Takes a session the endpoint server accepted; the worker's handler is already loaded. */
   accept(worker: SandboxWorker, info: SocketInfo, ws: WebSocket): void {
-    const socket: HostSocket = { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: this.host.messagesPerSecond, countedAt: performance.now(), counters: this.host.counters(info.tenant) };
+    const socket = newHostSocket(info, worker, ws, this.host.messagesPerSecond, this.host.counters(info.tenant));
     this.sockets.set(info.id, socket);
     this.sessionCounts.set(info.tenant, this.sessionsOf(info.tenant) + 1);
     worker.send({ t: 'accept', socket: info }, info.tenant);
@@ -155,51 +108,28 @@ export class Sockets {
 
   /** Opens an outbound client a tenant asked for. */
   async open(worker: SandboxWorker, info: SocketInfo): Promise<void> {
-    const socket: HostSocket = { info, worker, ws: null, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: this.host.messagesPerSecond, countedAt: performance.now(), counters: this.host.counters(info.tenant) };
+    const socket = newHostSocket(info, worker, null, this.host.messagesPerSecond, this.host.counters(info.tenant));
     this.sockets.set(info.id, socket);
     try {
       await this.host.loadHandler(worker, info);
     } catch (error) {
       this.host.handlerFailed(worker, info, error as Error);
-      this.ended(socket, (error as Error).message);
+      this.ended(socket, error);
       return;
     }
     if (this.sockets.get(info.id) !== socket) return;
-    let host: string;
     try {
-      host = new URL(info.uri).hostname.replace(/^\[(.*)\]$/, '$1');
-    } catch {
-      this.ended(socket, `ISLET_ERR_BAD_URI: uri "${info.uri.slice(0, 200)}" is not a valid URL`);
-      return;
-    }
-    if (isIP(host) !== 0) {
-      const why = this.host.outbound.refusal(host, host);
-      if (why !== null) {
-        this.ended(socket, refused(info.uri, why).message);
-        return;
-      }
-    }
-    let ws: WebSocket;
-    try {
-      ws = new WebSocket(info.uri, {
-        maxPayload: this.host.maxMessageBytes,
-        handshakeTimeout: this.host.handshakeTimeoutMs,
-        perMessageDeflate: false,
-        followRedirects: false,
-        // Names are checked against the address they resolve to, and the socket connects to that address.
-        lookup: this.host.outbound.lookup(info.uri),
-      });
+      socket.ws = this.host.outbound.dial(info.uri, { maxPayload: this.host.maxMessageBytes, handshakeTimeout: this.host.handshakeTimeoutMs });
     } catch (error) {
-      this.ended(socket, (error as Error).message);
+      this.ended(socket, error);
       return;
     }
-    socket.ws = ws;
-    this.couple(socket, ws);
+    this.couple(socket, socket.ws);
   }
 
   /** Joins one `ws` socket to its tenant's handler, both ways. */
   private couple(socket: HostSocket, ws: WebSocket): void {
-    (ws as Coupled)[HOST_SOCKET] = socket;
+    attach(ws, socket);
     // A session is open already; only a client waits for its handshake.
     if (socket.info.kind === 'client') ws.on('open', this.listeners.open);
     ws.on('message', this.listeners.message);
@@ -231,7 +161,10 @@ export class Sockets {
         socket.alive = true;
         socket.counters.messagesIn++;
         socket.counters.bytesIn += data.length;
-        if (info.kind === 'session' && sockets.host.messagesPerSecond > 0 && !sockets.withinRate(socket)) return;
+        if (info.kind === 'session' && sockets.host.messagesPerSecond > 0 && !withinRate(socket, sockets.host.messagesPerSecond)) {
+          sockets.overRate(socket);
+          return;
+        }
         if (isBinary) {
           // The API is text only (RFC 6455 7.4.1: 1003, unsupported data). A
           // session is closed; a client's handler is told, as the server is not ours.
@@ -239,7 +172,7 @@ export class Sockets {
             this.close(1003, 'islet endpoints take text frames only');
             return;
           }
-          worker.send({ t: 'event', id: info.id, event: 'error', text: `binary frame of ${data.length} bytes ignored: islet clients take text only` }, info.tenant);
+          tellError(socket, 'ISLET_ERR_NOT_TEXT', `binary frame of ${data.length} bytes ignored: islet clients take text only`);
           return;
         }
         worker.text(info.id, data, info.tenant);
@@ -249,8 +182,12 @@ export class Sockets {
         hostSocketOf(this).alive = true;
       },
       error(this: WebSocket, error: Error): void {
-        const { info, worker } = hostSocketOf(this);
-        worker.send({ t: 'event', id: info.id, event: 'error', text: error.message }, info.tenant);
+        const socket = hostSocketOf(this);
+        // The outbound policy's refusal, found at lookup, keeps its code.
+        if (error instanceof IsletError) tellError(socket, error.code, error.detail);
+        else if ((error as { code?: unknown }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+          tellError(socket, 'ISLET_ERR_MESSAGE_TOO_LARGE', `the peer sent a message over ${sockets.host.maxMessageBytes} bytes (limit maxMessageBytes); the connection was closed with 1009`);
+        } else tellError(socket, 'ISLET_ERR_CONNECTION', error.message);
       },
       close(this: WebSocket): void {
         // ws reports a failed connection as 'error' then 'close': onError, then
@@ -262,34 +199,20 @@ export class Sockets {
     };
   }
 
-  /**
-   * A session's token bucket (messagesPerSecond, bursts of as many): true
-   * when this message may pass. A peer over it is closed with 1008 (policy
-   * violation) and its handler's onError is told; the message is dropped.
-   */
-  private withinRate(socket: HostSocket): boolean {
-    const rate = this.host.messagesPerSecond;
-    const now = performance.now();
-    socket.tokens = Math.min(rate, socket.tokens + ((now - socket.countedAt) * rate) / 1000);
-    socket.countedAt = now;
-    if (socket.tokens >= 1) {
-      socket.tokens -= 1;
-      return true;
-    }
+  /** A session's peer sent over messagesPerSecond: it is closed with 1008 (policy violation), its handler told, the message dropped. */
+  private overRate(socket: HostSocket): void {
     socket.counters.hit('messagesPerSecond');
-    if (socket.info.state !== 'closing') {
-      const { info, worker } = socket;
-      worker.send({ t: 'event', id: info.id, event: 'error', text: `ISLET_ERR_LIMIT: the peer sent more than ${rate} messages a second (limit messagesPerSecond); the session is closed with 1008` }, info.tenant);
-      this.close(info.id, 1008, 'message rate limit exceeded');
-    }
-    return false;
+    if (socket.info.state === 'closing') return;
+    tellError(socket, 'ISLET_ERR_LIMIT_RATE', `the peer sent more than ${this.host.messagesPerSecond} messages a second (limit messagesPerSecond); the session is closed with 1008`);
+    this.close(socket.info.id, 1008, 'message rate limit exceeded');
   }
 
   /** A socket that never opened: report the reason, then the close. */
-  private ended(socket: HostSocket, reason: string): void {
+  private ended(socket: HostSocket, error: unknown): void {
     if (this.sockets.get(socket.info.id) !== socket) return;
     this.forget(socket);
-    socket.worker.send({ t: 'event', id: socket.info.id, event: 'error', text: reason }, socket.info.tenant);
+    const { code, detail } = error instanceof IsletError ? error : { code: 'ISLET_ERR_CONNECTION' as const, detail: error instanceof Error ? error.message : String(error) };
+    tellError(socket, code, detail);
     socket.worker.send({ t: 'event', id: socket.info.id, event: 'close' }, socket.info.tenant);
   }
 
@@ -349,7 +272,7 @@ export class Sockets {
     if (over !== null) {
       if (!socket.overflowing) {
         socket.overflowing = true;
-        socket.worker.send({ t: 'event', id, event: 'error', text: `ISLET_ERR_LIMIT: ${over}; messages are dropped until it drains` }, socket.info.tenant);
+        tellError(socket, 'ISLET_ERR_LIMIT_QUEUED', `${over}; messages are dropped until it drains`);
       }
       return;
     }
@@ -383,7 +306,7 @@ export class Sockets {
     if (socket === undefined) return;
     const problem = closeProblem(code, reason);
     if (problem !== null) {
-      socket.worker.send({ t: 'event', id, event: 'error', text: `ISLET_ERR_BAD_ARGUMENT: close refused: ${problem}` }, socket.info.tenant);
+      tellError(socket, 'ISLET_ERR_BAD_ARGUMENT', `close refused: ${problem}`);
       return;
     }
     this.close(id, code, reason);
@@ -397,18 +320,13 @@ export class Sockets {
     else if (socket.ws === null || socket.ws.readyState === WebSocket.CONNECTING) (socket.waiting ??= []).push(CLOSE);
   }
 
-  /** Closes every socket of a tenant's handler (it failed to load): sessions with `code`, clients with 1001. */
-  closeHandler(tenant: string, handler: string, code: number, reason: string): void {
+  /**
+   * Closes every socket of a tenant, or of one of its handlers (it failed to
+   * load, the tenant was quarantined): sessions with `code`, clients with 1001.
+   */
+  closeOf(tenant: string, handler: string | null, code: number, reason: string): void {
     for (const socket of this.sockets.values()) {
-      if (socket.info.tenant !== tenant || socket.info.handler !== handler) continue;
-      this.close(socket.info.id, socket.info.kind === 'session' ? code : 1001, reason);
-    }
-  }
-
-  /** Closes every socket of a tenant (it was quarantined): sessions with `code`, clients with 1001. */
-  closeTenant(tenant: string, code: number, reason: string): void {
-    for (const socket of this.sockets.values()) {
-      if (socket.info.tenant !== tenant) continue;
+      if (socket.info.tenant !== tenant || (handler !== null && socket.info.handler !== handler)) continue;
       this.close(socket.info.id, socket.info.kind === 'session' ? code : 1001, reason);
     }
   }

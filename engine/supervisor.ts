@@ -12,16 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import {
-  decodeWorkerMessage,
-  FrameKind,
-  FrameReader,
-  FrameWriter,
-  type HostToWorker,
-  type WorkerToHost,
-} from '../bridge/protocol.js';
+import { FrameKind, FrameReader, FrameWriter } from '../bridge/frames.js';
+import { decodeWorkerMessage, type HostToWorker, type WorkerToHost } from '../bridge/protocol.js';
 import { ProgressLog } from '../bridge/progress-log.js';
-import { type Frame, Unacknowledged } from './replay.js';
+import { type Frame, type FrameOwner, Unacknowledged } from './replay.js';
 
 const WORKER_ENTRY = fileURLToPath(new URL('../bridge/main.js', import.meta.url));
 const WORKER_ARGS = [
@@ -87,8 +81,8 @@ export class SandboxWorker {
   private child: ChildProcess | null = null;
   private writer: FrameWriter | null = null;
   private isReady = false;
-  /** Frames waiting for a process to be ready; `tenant` null: not kept for replay once written (a script run). */
-  private queued: { tenant: string | null; frame: Frame }[] = [];
+  /** Frames waiting for a process to be ready; `replayFor` null: not kept to send again once written (a script run). */
+  private queued: { replayFor: FrameOwner | null; frame: Frame }[] = [];
   /** Calls into isolates the process had started when it last ended a turn. */
   private callsAtIdle = 0;
   /** Frames written to the current process; the worker counts the same. */
@@ -203,7 +197,7 @@ export class SandboxWorker {
       this.listener.ready(this);
       const queued = this.queued;
       this.queued = [];
-      for (const { tenant, frame } of queued) this.writeNow(frame, tenant);
+      for (const { replayFor, frame } of queued) this.writeNow(frame, replayFor);
       started();
       return;
     }
@@ -251,16 +245,16 @@ export class SandboxWorker {
   }
 
   /**
-   * Sends a control message concerning `tenant` ('' for none). A script run
+   * Sends a control message concerning `owner` (a tenant, or `WORKER_FRAME`). A script run
    * waits for a starting process like everything else, but is not sent again
    * if the process that took it dies (the engine fails the run then);
    * everything else is.
    */
-  send(message: HostToWorker, tenant: string): void {
+  send(message: HostToWorker, owner: FrameOwner): void {
     const frame: Frame = (writer) => writer.control(message);
-    if (message.t !== 'run') this.write(frame, tenant);
+    if (message.t !== 'run') this.write(frame, owner);
     else if (this.isReady && this.writer !== null) this.writeNow(frame, null);
-    else this.queued.push({ tenant: null, frame });
+    else this.queued.push({ replayFor: null, frame });
   }
 
   /** A text message for `tenant`'s socket `id`. */
@@ -271,7 +265,7 @@ export class SandboxWorker {
       this.writer.text(FrameKind.TextIn, id, payload);
     } else {
       // The process is starting again: a rare wait, the payload may be held.
-      this.queued.push({ tenant, frame: (writer) => void writer.text(FrameKind.TextIn, id, payload) });
+      this.queued.push({ replayFor: tenant, frame: (writer) => void writer.text(FrameKind.TextIn, id, payload) });
     }
   }
 
@@ -312,13 +306,14 @@ export class SandboxWorker {
     this.writeNow((writer) => writer.control(message), null);
   }
 
-  /** `replayFor`: the tenant whose frame this is, kept until acknowledged. */
-  private write(frame: Frame, replayFor: string): void {
+  /** `replayFor`: whose frame this is; kept until acknowledged. */
+  private write(frame: Frame, replayFor: FrameOwner): void {
     if (this.isReady && this.writer !== null) this.writeNow(frame, replayFor);
-    else this.queued.push({ tenant: replayFor, frame });
+    else this.queued.push({ replayFor, frame });
   }
 
-  private writeNow(frame: Frame, replayFor: string | null): void {
+  /** `replayFor` null: sent once, not again to a restarted process. */
+  private writeNow(frame: Frame, replayFor: FrameOwner | null): void {
     if (this.writer === null) return;
     const seq = ++this.written;
     if (replayFor !== null) this.unacknowledged.add(seq, replayFor, frame);

@@ -5,12 +5,13 @@ import { IsletError } from '../bridge/errors.js';
 import { tenantOf } from '../bridge/handler-ids.js';
 import { ID_BLOCK, type TenantUsage, type WorkerToHost } from '../bridge/protocol.js';
 import { type Bundler, bundleRuntime } from './bundler.js';
-import type { Emit, Report } from './events.js';
+import { type Emit, failure, type Report } from './events.js';
 import type { Handlers } from './handlers.js';
 import type { Metrics } from './metrics.js';
 import type { ResolvedOptions } from './options.js';
 import type { Quarantine } from './quarantine.js';
 import type { Runs } from './runs.js';
+import { WORKER_FRAME } from './replay.js';
 import type { Sockets } from './sockets.js';
 import { SandboxWorker, type WorkerListener } from './supervisor.js';
 
@@ -87,7 +88,7 @@ export class Workers {
           new Promise<WorkerStats>((resolve) => {
             const ask = this.nextAsk++;
             this.asks.set(ask, resolve);
-            worker.send({ t: 'stats', ask }, '');
+            worker.send({ t: 'stats', ask }, WORKER_FRAME);
           }),
       ),
     );
@@ -138,10 +139,7 @@ export class Workers {
 
   /** The worker died while `tenant`'s code ran: tell the tenant; it counts toward quarantine. */
   private killedBy(tenant: string, how: string): void {
-    this.host.emit('tenantError', {
-      tenant,
-      error: `ISLET_ERR_WORKER_DIED: the sandbox worker died (${how}) while this tenant's code ran; the events of that call are lost`,
-    });
+    this.host.emit('tenantError', failure(tenant, new IsletError('ISLET_ERR_WORKER_DIED', `the sandbox worker died (${how}) while this tenant's code ran; the events of that call are lost`)));
     this.strike(tenant, how);
   }
 
@@ -155,9 +153,9 @@ export class Workers {
     const { quarantine, sockets, emit } = this.host;
     if (!quarantine.crashed(tenant, how)) return;
     this.host.metrics.of(tenant).quarantines++;
-    emit('tenantQuarantined', { tenant, error: quarantine.refusal(tenant)! });
+    emit('tenantQuarantined', failure(tenant, quarantine.refusal(tenant)!));
     // 1013: try again later (RFC 6455 7.4.1, IANA registry).
-    sockets.closeTenant(tenant, 1013, 'tenant quarantined');
+    sockets.closeOf(tenant, null, 1013, 'tenant quarantined');
     for (const worker of this.list) if (worker.tenants.has(tenant)) worker.send({ t: 'evict', tenant }, tenant);
   }
 
@@ -166,7 +164,7 @@ export class Workers {
     const { sockets, emit, bundler } = this.host;
     switch (message.t) {
       case 'needIds':
-        worker.send({ t: 'ids', from: this.nextIdBlock++ * ID_BLOCK }, '');
+        worker.send({ t: 'ids', from: this.nextIdBlock++ * ID_BLOCK }, WORKER_FRAME);
         break;
       case 'connect':
         if (!worker.tenants.has(message.socket.tenant)) break;
@@ -181,12 +179,12 @@ export class Workers {
         break;
       }
       case 'tenantError':
-        emit('tenantError', { tenant: message.tenant, error: bundler.mapStack(message.error) });
+        emit('tenantError', failure(message.tenant, bundler.mapError(message.error)));
         break;
       case 'overran': {
         if (!worker.tenants.has(message.tenant)) break;
         const how = `a call ran ${message.ms} ms, over twice its budget of ${this.host.options.limits.callTimeoutMs} ms, in code the budget could not stop`;
-        emit('tenantError', { tenant: message.tenant, error: `ISLET_ERR_TIMEOUT: ${how}` });
+        emit('tenantError', failure(message.tenant, new IsletError('ISLET_ERR_TIMEOUT', how)));
         this.strike(message.tenant, how);
         break;
       }
@@ -194,11 +192,9 @@ export class Workers {
         if (!worker.tenants.has(message.tenant) || tenantOf(message.module) !== message.tenant) break;
         // Reported once; its sockets close (1011: the server cannot go on with them), and new ones are refused until its files change.
         this.host.handlers.markFailed(message.module, message.file);
-        emit('tenantError', {
-          tenant: message.tenant,
-          error: `ISLET_ERR_HANDLER_FAILED: ${message.module} failed while it loaded; its sockets are closed: ${bundler.mapStack(message.error)}`,
-        });
-        sockets.closeHandler(message.tenant, message.module, 1011, `handler ${message.module} failed to load`);
+        const cause = bundler.mapError(message.error);
+        emit('tenantError', failure(message.tenant, new IsletError('ISLET_ERR_HANDLER_FAILED', `${message.module} failed while it loaded; its sockets are closed: ${cause.message}`)));
+        sockets.closeOf(message.tenant, message.module, 1011, `handler ${message.module} failed to load`);
         break;
       }
       case 'stats':
@@ -206,7 +202,7 @@ export class Workers {
         this.asks.delete(message.ask);
         break;
       case 'runDone':
-        this.host.runs.done(message.run, message.error === undefined ? undefined : bundler.mapStack(message.error));
+        this.host.runs.done(message.run, message.error === undefined ? undefined : bundler.mapError(message.error));
         break;
     }
   }

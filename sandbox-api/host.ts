@@ -180,7 +180,7 @@ export function emit(op: number, id: number, text: string): void {
   if (overflowed) return;
   if (callOutput + text.length + OP_COST > config.maxOutputBytes) {
     overflowed = true;
-    text = `ISLET_ERR_LIMIT: the output of one call is over ${config.maxOutputBytes} (limit maxOutputBytes, each send, reply or console line counting ${OP_COST} more than its text); the rest of its sends, replies and console lines were dropped`;
+    text = `ISLET_ERR_LIMIT_OUTPUT: the output of one call is over ${config.maxOutputBytes} (limit maxOutputBytes, each send, reply or console line counting ${OP_COST} more than its text); the rest of its sends, replies and console lines were dropped`;
     op = Op.HandlerError;
     id = 0;
   }

@@ -23,7 +23,7 @@ import {
   stringSlice,
   then,
 } from './host.js';
-import { ADOPT_FIELDS, decodeSessionOpen, Event, Op, Progress } from './wire.js';
+import { ADOPT_FIELDS, decodeSessionOpen, encodeModuleFailed, Event, Op, Progress } from './wire.js';
 import { fireTimer, installTimers, watchdog } from './timers.js';
 import { installWasm } from './wasm.js';
 import {
@@ -60,7 +60,7 @@ function failModule(name: string, error: string): void {
   const record = modules.get(name);
   if (record === undefined || record.factory === null) return;
   record.factory = null;
-  emit(Op.ModuleFailed, 0, name + '\n' + error);
+  emit(Op.ModuleFailed, 0, encodeModuleFailed(name, error));
 }
 
 /** Runs a module's factory with its own `module` and `exports`. */
@@ -128,8 +128,8 @@ function callHandler(handler: string, method: Method, socket: string, payload: s
   if (exports === null) return undefined;
   const fn = exports[exportNames[method]];
   if (typeof fn !== 'function') {
-    // An error with no onError to hear it is reported, never dropped.
-    if (method === 'onerror') emit(Op.HandlerError, 0, `${handler} has no onError; it was told: ${StringCtor(payload)}`);
+    // An error with no onError to hear it is reported, never dropped, with its code (the host's errors start with theirs).
+    if (method === 'onerror') emit(Op.HandlerError, 0, `${StringCtor(payload)} (${handler} has no onError)`);
     return undefined;
   }
   const context = {

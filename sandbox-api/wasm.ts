@@ -64,7 +64,7 @@ function budgetPages(): number {
 function charge(pages: number, what: string): void {
   if (chargedPages + pages > budgetPages()) {
     throw new RangeErrorCtor(
-      `ISLET_ERR_LIMIT: ${what} may grow to ${(pages * PAGE) / 2 ** 20} MiB; with the ${(chargedPages * PAGE) / 2 ** 20} MiB of WebAssembly memory this tenant made already, that is over ${config.wasmMemoryMiB} MiB (limit wasmMemoryMiB)`,
+      `ISLET_ERR_LIMIT_WASM_MEMORY: ${what} may grow to ${(pages * PAGE) / 2 ** 20} MiB; with the ${(chargedPages * PAGE) / 2 ** 20} MiB of WebAssembly memory this tenant made already, that is over ${config.wasmMemoryMiB} MiB (limit wasmMemoryMiB)`,
     );
   }
   chargedPages += pages;

@@ -27,7 +27,7 @@ export const Op = {
   Error: 3,
   /** A handler's exception that islet caught: reported, it fails nothing. */
   HandlerError: 4,
-  /** A module failed while it loaded (threw, or ran past its budget): `text` is `module\nerror`. It is not run again. */
+  /** A module failed while it loaded (threw, or ran past its budget): `text` is `encodeModuleFailed`'s. It is not run again. */
   ModuleFailed: 5,
 } as const;
 
@@ -100,4 +100,15 @@ export function encodeClose(code: number | undefined, reason: string): string {
 export function decodeClose(text: string): { code?: number; reason?: string } {
   const colon = text.indexOf(':');
   return colon < 0 ? {} : { code: Number(text.slice(0, colon)), reason: text.slice(colon + 1) };
+}
+
+/** A ModuleFailed operation's text: the module's name, its length first (a file path may hold any character), then the error. Runs in the isolate: no builtin is called. */
+export function encodeModuleFailed(module: string, error: string): string {
+  return module.length + ':' + module + error;
+}
+
+export function decodeModuleFailed(text: string): { module: string; error: string } {
+  const colon = text.indexOf(':');
+  const end = colon + 1 + Number(text.slice(0, colon));
+  return { module: text.slice(colon + 1, end), error: text.slice(end) };
 }

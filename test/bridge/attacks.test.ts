@@ -137,13 +137,13 @@ const ATTACKS: Attack[] = [
     name: 'flood: timers',
     code: 'for (;;) setTimeout(() => {}, 1e9);',
     // The error is thrown in the tenant's own stack: no frame of the host's.
-    outcome: /^ISLET_ERR_UNCAUGHT: Error: ISLET_ERR_LIMIT: tenant "a\d+" already has 100 timers \(limit maxTimers\)\n\s+at Object\.<anonymous> \(a\d+\/attack\.js:1:\d+\)$/,
+    outcome: /^ISLET_ERR_UNCAUGHT: Error: ISLET_ERR_LIMIT_TIMERS: tenant "a\d+" already has 100 timers \(limit maxTimers\)\n\s+at Object\.<anonymous> \(a\d+\/attack\.js:1:\d+\)$/,
   },
   { name: 'flood: promises', code: 'for (let i = 0; ; i++) Promise.resolve(i);', outcome: /^ISLET_ERR_(TIMEOUT|MEMORY_LIMIT): / },
   {
     name: 'flood: clients',
     code: 'for (let i = 0; ; i++) require("net/v4/websockets").createWebsocket("ws://127.0.0.1:1/", "aN/h");',
-    outcome: /^ISLET_ERR_UNCAUGHT: Error: ISLET_ERR_LIMIT: tenant "a\d+" already has 20 clients \(limit maxClients\)\n\s+at Object\.<anonymous> \(a\d+\/attack\.js:1:\d+\)$/,
+    outcome: /^ISLET_ERR_UNCAUGHT: Error: ISLET_ERR_LIMIT_CLIENTS: tenant "a\d+" already has 20 clients \(limit maxClients\)\n\s+at Object\.<anonymous> \(a\d+\/attack\.js:1:\d+\)$/,
   },
   {
     name: 'flood: console output',

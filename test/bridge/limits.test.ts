@@ -106,7 +106,7 @@ describe('host limits', () => {
       });
       const t = await startEngine(root, { limits: { maxQueuedBytes: 1024 * 1024 } });
       const run = t.engine.run('p/main.js');
-      await t.waitForLine((l) => l.startsWith('ISLET_ERR_LIMIT'));
+      await t.waitForLine((l) => l.startsWith('ISLET_ERR_LIMIT_QUEUED'));
       // The close frame waits behind the queue too; the peer going away ends it.
       await new Promise((resolve) => setTimeout(resolve, 400));
       slow.connections[0]!.terminate();
@@ -114,7 +114,7 @@ describe('host limits', () => {
       const errors = t.lines();
       expect(errors).to.have.length(1);
       expect(errors[0]).to.match(
-        /^ISLET_ERR_LIMIT: \d+ bytes already wait to be sent on client \d+, whose peer is not reading \(limit maxQueuedBytes 1048576\); messages are dropped until it drains$/,
+        /^ISLET_ERR_LIMIT_QUEUED: \d+ bytes already wait to be sent on client \d+, whose peer is not reading \(limit maxQueuedBytes 1048576\); messages are dropped until it drains$/,
       );
     } finally {
       await slow.close();
@@ -152,14 +152,14 @@ describe('host limits', () => {
     await new Promise((resolve) => setTimeout(resolve, 50));
     (await connect(s.url('e'))).ws.close();
     // A file over the limit is refused before it is read; a bundle that grows past it once built, after.
-    expect(await settle(s.engine.run('p/big.js'))).to.match(/^ISLET_ERR_LIMIT: p\/big\.js is \d+ bytes, more than the 4096 left of the bundle's 4096 \(limit maxBundleBytes\)$/);
+    expect(await settle(s.engine.run('p/big.js'))).to.match(/^ISLET_ERR_LIMIT_BUNDLE: p\/big\.js is \d+ bytes, more than the 4096 left of the bundle's 4096 \(limit maxBundleBytes\)$/);
   });
 
   it('limits: islet run takes --limit NAME=VALUE, and names a bad one', async () => {
     const root = makeRoot({ 'p/t.js': 'for (let i = 0; i < 3; i++) setTimeout(() => {}, 1);' });
     const limited = await runCli(['run', 'p/t.js', '--limit', 'maxTimers=2'], { cwd: root });
     expect(limited.code).to.equal(1);
-    expect(limited.stderr).to.contain('ISLET_ERR_LIMIT: tenant "p" already has 2 timers (limit maxTimers)');
+    expect(limited.stderr).to.contain('ISLET_ERR_LIMIT_TIMERS: tenant "p" already has 2 timers (limit maxTimers)');
     const bogus = await runCli(['run', 'p/t.js', '--limit', 'bogus=1'], { cwd: root });
     expect(bogus.code).to.equal(1);
     expect(bogus.stderr).to.contain('ISLET_ERR_BAD_OPTION: limits.bogus is not a limit; known: memoryMiB, wasmMemoryMiB, callTimeoutMs');

@@ -83,14 +83,14 @@ describe('hazard: lost output', () => {
 
   it('lost output: an onMessage exception with no onError is reported with its trace', async () => {
     const error = await fault('throw');
-    expect(error).to.match(/^Error: thrown with no onError\n {4}at exports\.onMessage \(.*a\/h\.js:8:/);
+    expect(error).to.match(/^ISLET_ERR_UNCAUGHT: Error: thrown with no onError\n {4}at exports\.onMessage \(.*a\/h\.js:8:/);
     expect(await attacker.receive(1)).to.deep.equal(['sent before throw']);
     await victimAnswers(1);
   });
 
   it('lost output: a handler stopped at its budget with no onError is reported, and its send and log are kept', async () => {
     const error = await fault('spin');
-    expect(error).to.equal('a/h has no onError; it was told: ISLET_ERR_TIMEOUT: tenant "a" ran past its budget of 300 ms (limit callTimeoutMs); its handler was stopped');
+    expect(error).to.equal('ISLET_ERR_TIMEOUT: tenant "a" ran past its budget of 300 ms (limit callTimeoutMs); its handler was stopped (a/h has no onError)');
     expect(await attacker.receive(1)).to.deep.equal(['sent before spin']);
     expect(s.lines()).to.deep.equal(['logged before spin']);
     await victimAnswers(1);
@@ -134,8 +134,8 @@ describe('hazard: lost output to a memory limit', () => {
     for (let i = 0; i < 100 && s.errors.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     // The host hears of the lost isolate; the handler is told too (it has no onError, so that is reported).
     expect(s.errors).to.deep.equal([
-      { tenant: 'a', error: memory },
-      { tenant: 'a', error: `a/h has no onError; it was told: ${memory}; its handler was stopped` },
+      { tenant: 'a', code: 'ISLET_ERR_MEMORY_LIMIT', error: memory },
+      { tenant: 'a', code: 'ISLET_ERR_MEMORY_LIMIT', error: `${memory}; its handler was stopped (a/h has no onError)` },
     ]);
     victim.ws.send('1');
     expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);

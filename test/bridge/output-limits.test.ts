@@ -31,7 +31,7 @@ describe('hazard: output limits', () => {
     const s = await serveRoot(makeRoot(ROOT), { limits: { maxOutputBytes: 1024 * 1024 } });
     const victim = await connect(s.url('victim'));
     const attacker = await connect(s.url('a'));
-    const limited = 'ISLET_ERR_LIMIT: the output of one call is over 1048576 (limit maxOutputBytes, each send, reply or console line counting 256 more than its text); the rest of its sends, replies and console lines were dropped';
+    const limited = 'ISLET_ERR_LIMIT_OUTPUT: the output of one call is over 1048576 (limit maxOutputBytes, each send, reply or console line counting 256 more than its text); the rest of its sends, replies and console lines were dropped';
     const errorsAfter = async (n: number): Promise<void> => {
       for (let i = 0; i < 100 && s.errors.length < n; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     };
@@ -43,8 +43,8 @@ describe('hazard: output limits', () => {
     attacker.ws.send('send');
     await errorsAfter(2);
     expect(s.errors).to.deep.equal([
-      { tenant: 'a', error: limited },
-      { tenant: 'a', error: limited },
+      { tenant: 'a', code: 'ISLET_ERR_LIMIT_OUTPUT', error: limited },
+      { tenant: 'a', code: 'ISLET_ERR_LIMIT_OUTPUT', error: limited },
     ]);
     // 15 × (64 KiB + 256) fit in 1 MiB; the 16th would be over.
     const logged = s.lines().filter((l) => l.startsWith('xxx'));
@@ -70,7 +70,7 @@ describe('hazard: output limits', () => {
     // Its reply went with the rest of the call's output past the limit; that was reported once.
     for (let i = 0; i < 100 && s.errors.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(s.errors.map((e) => e.error)).to.deep.equal([
-      'ISLET_ERR_LIMIT: the output of one call is over 33554432 (limit maxOutputBytes, each send, reply or console line counting 256 more than its text); the rest of its sends, replies and console lines were dropped',
+      'ISLET_ERR_LIMIT_OUTPUT: the output of one call is over 33554432 (limit maxOutputBytes, each send, reply or console line counting 256 more than its text); the rest of its sends, replies and console lines were dropped',
     ]);
     expect(attacker.messages).to.deep.equal([]);
     expect(waited, 'the victim waited').to.be.below(2000);
@@ -124,7 +124,7 @@ describe('hazard: output limits', () => {
     await s.waitForLine((l) => /maxTenantQueuedBytes/.test(l), 10_000);
     const told = s.lines().filter((l) => l.startsWith('onError'));
     expect(told.length).to.be.within(1, 4);
-    expect(told[0]).to.match(/^onError \d+: ISLET_ERR_LIMIT: \d+ bytes already wait to be sent on tenant "a"'s sockets, whose peers are not reading \(limit maxTenantQueuedBytes 4194304\); messages are dropped until it drains$/);
+    expect(told[0]).to.match(/^onError \d+: ISLET_ERR_LIMIT_QUEUED: \d+ bytes already wait to be sent on tenant "a"'s sockets, whose peers are not reading \(limit maxTenantQueuedBytes 4194304\); messages are dropped until it drains$/);
     victim.ws.send('1');
     expect(await victim.receive(1, 2000)).to.deep.equal(['victim 1']);
     for (const ws of stalled) ws.terminate();
@@ -188,7 +188,7 @@ exports.onError = (e) => console.log(e.slice(0, 80));
     }
     // Counted in payload bytes alone, 4 MiB of one-byte messages held the host at over 600 MB.
     expect(grown).to.be.below(200);
-    expect(s.lines()[0]).to.match(/^ISLET_ERR_LIMIT: \d+ bytes already wait to be sent on session/);
+    expect(s.lines()[0]).to.match(/^ISLET_ERR_LIMIT_QUEUED: \d+ bytes already wait to be sent on session/);
     stalled.terminate();
   });
 });

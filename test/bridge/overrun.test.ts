@@ -7,6 +7,7 @@
 import { expect } from 'chai';
 import { once } from 'node:events';
 import { connect, makeRoot, serveRoot, settle, VICTIM } from '../helpers.js';
+import type { TenantFailure } from '../../engine/index.js';
 
 const STALL = 'const a = []; a[2e7] = 1; a.indexOf(2);';
 
@@ -24,9 +25,10 @@ describe('hazard: overruns', () => {
     const attacker = await connect(s.url('a'));
     const quarantined = once(s.engine, 'tenantQuarantined');
     attacker.ws.send('arm');
-    const [{ tenant, error }] = (await quarantined) as [{ tenant: string; error: Error }];
+    const [{ tenant, code, error }] = (await quarantined) as [TenantFailure];
     expect(tenant).to.equal('a');
-    expect(error.message).to.match(/^ISLET_ERR_QUARANTINED: tenant "a" is quarantined until .*: its code brought its sandbox worker down, or held it far past its budget, 3 times within 60 s \(last: a call ran \d+ ms, over twice its budget of 100 ms, in code the budget could not stop\)/);
+    expect(code).to.equal('ISLET_ERR_QUARANTINED');
+    expect(error).to.match(/^ISLET_ERR_QUARANTINED: tenant "a" is quarantined until .*: its code brought its sandbox worker down, or held it far past its budget, 3 times within 60 s \(last: a call ran \d+ ms, over twice its budget of 100 ms, in code the budget could not stop\)/);
     expect(await attacker.closed).to.deep.equal([1013, 'tenant quarantined']);
     const overruns = s.errors.filter((e) => e.tenant === 'a' && /^ISLET_ERR_TIMEOUT: a call ran \d+ ms, over twice its budget/.test(e.error));
     expect(overruns).to.have.length(3);

@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { ProgressLog } from '../../bridge/progress-log.js';
-import { decodeWorkerMessage, FrameKind, FrameReader, FrameWriter } from '../../bridge/protocol.js';
+import { FrameKind, FrameReader, FrameWriter } from '../../bridge/frames.js';
+import { decodeWorkerMessage } from '../../bridge/protocol.js';
 
 describe('host-worker protocol', () => {
   it('protocol: frames written in one batch come out whole and in order, however the byte stream is split', async () => {

@@ -79,6 +79,6 @@ describe('hazard: turns', () => {
     expect(s.lines().filter((l) => l === 'loading')).to.have.length(1);
     const failures = s.errors.filter((e) => e.tenant === 'a').map((e) => e.error);
     expect(failures).to.have.length(1);
-    expect(failures[0]).to.match(/^ISLET_ERR_HANDLER_FAILED: a\/h failed while it loaded; its sockets are closed: Error: broken at load\n {4}at .*a\/h\.js:2:7/);
+    expect(failures[0]).to.match(/^ISLET_ERR_HANDLER_FAILED: a\/h failed while it loaded; its sockets are closed: ISLET_ERR_UNCAUGHT: Error: broken at load\n {4}at .*a\/h\.js:2:7/);
   });
 });

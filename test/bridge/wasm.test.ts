@@ -21,7 +21,7 @@ describe('hazard: WebAssembly memory', () => {
           for (let i = 0; i < 40; i++) { const m = new WebAssembly.Memory({ initial: 1024, maximum: 1024 }); new Uint8Array(m.buffer).fill(1); mems.push(m); }
         } catch (e) { console.log(mems.length + " made; " + e.message); }
         // The constructor behind a memory it made is the bounded one too.
-        try { new (mems[0].constructor)({ initial: 1024, maximum: 1024 }); } catch (e) { console.log("via constructor: " + e.message.slice(0, 15)); }
+        try { new (mems[0].constructor)({ initial: 1024, maximum: 1024 }); } catch (e) { console.log("via constructor: " + e.message.slice(0, 27)); }
       `,
       // One that does not say its maximum is made at its initial size, and cannot grow past it.
       'c/small.js': 'const small = new WebAssembly.Memory({ initial: 1 });\ntry { small.grow(1); } catch (e) { console.log("grow: " + e.constructor.name); }',
@@ -39,8 +39,8 @@ describe('hazard: WebAssembly memory', () => {
     const before = rssMiB(pid!);
     expect(await settle(s.engine.run('a/grab.js'))).to.equal('no error');
     expect(s.lines()).to.deep.equal([
-      '4 made; ISLET_ERR_LIMIT: this WebAssembly.Memory may grow to 64 MiB; with the 256 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
-      'via constructor: ISLET_ERR_LIMIT',
+      '4 made; ISLET_ERR_LIMIT_WASM_MEMORY: this WebAssembly.Memory may grow to 64 MiB; with the 256 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
+      'via constructor: ISLET_ERR_LIMIT_WASM_MEMORY',
     ]);
     await s.engine.run('c/small.js');
     expect(s.lines().at(-1)).to.equal('grow: RangeError');
@@ -51,7 +51,7 @@ describe('hazard: WebAssembly memory', () => {
     await s.waitForLine((l) => l.startsWith('async: '), 3000);
     expect(s.lines().slice(3)).to.deep.equal([
       'own memory pages: 1',
-      'ISLET_ERR_LIMIT: the memory this module declares may grow to 4096 MiB; with the 0.25 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
+      'ISLET_ERR_LIMIT_WASM_MEMORY: the memory this module declares may grow to 4096 MiB; with the 0.25 MiB of WebAssembly memory this tenant made already, that is over 256 MiB (limit wasmMemoryMiB)',
       'async: 65536',
     ]);
   });
@@ -66,7 +66,7 @@ describe('hazard: WebAssembly memory', () => {
     await s.engine.run('a/s.js');
     expect(s.lines()).to.deep.equal([
       // 65,550 bytes, charged 4 times over: 5 pages of 64 KiB each.
-      '3 compiled; ISLET_ERR_LIMIT: compiling this module may grow to 0.3125 MiB; with the 0.9375 MiB of WebAssembly memory this tenant made already, that is over 1 MiB (limit wasmMemoryMiB)',
+      '3 compiled; ISLET_ERR_LIMIT_WASM_MEMORY: compiling this module may grow to 0.3125 MiB; with the 0.9375 MiB of WebAssembly memory this tenant made already, that is over 1 MiB (limit wasmMemoryMiB)',
     ]);
   });
 

@@ -52,7 +52,7 @@ describe('peers that vanish or flood', () => {
     // The burst of 5 reached the handler, the rest was dropped.
     expect(s.lines().filter((l) => l.startsWith('message'))).to.deep.equal(['message 0', 'message 1', 'message 2', 'message 3', 'message 4']);
     expect(s.lines().filter((l) => l.startsWith('error'))).to.deep.equal([
-      'error: ISLET_ERR_LIMIT: the peer sent more than 5 messages a second (limit messagesPerSecond); the session is closed with 1008',
+      'error: ISLET_ERR_LIMIT_RATE: the peer sent more than 5 messages a second (limit messagesPerSecond); the session is closed with 1008',
     ]);
     for (let i = 0; i < 3; i++) {
       calm.ws.send(`c${i}`);

@@ -82,7 +82,7 @@ describe('hazard: files in the root', () => {
     const attacker = await connect(s.url('a'));
     expect(await attacker.closed).to.deep.equal([1011, 'handler a/h failed to load']);
     expect(s.errors.map((e) => e.error)).to.deep.equal([
-      `ISLET_ERR_LIMIT: a/h.js is ${1900 * 1024 * 1024} bytes, more than the 8388608 left of the bundle's 8388608 (limit maxBundleBytes)`,
+      `ISLET_ERR_LIMIT_BUNDLE: a/h.js is ${1900 * 1024 * 1024} bytes, more than the 8388608 left of the bundle's 8388608 (limit maxBundleBytes)`,
     ]);
     expect(process.memoryUsage().rss - before).to.be.below(200 * 1024 * 1024);
     const victim = await connect(s.url('victim'));

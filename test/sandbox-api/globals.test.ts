@@ -71,7 +71,7 @@ describe('sandbox globals', () => {
     await t.engine.run('p/limits.js');
     expect(t.lines()).to.deep.equal([
       'TypeError: ISLET_ERR_BAD_ARGUMENT: setTimeout takes a function, got string',
-      'ISLET_ERR_LIMIT: tenant "p" already has 3 timers (limit maxTimers)',
+      'ISLET_ERR_LIMIT_TIMERS: tenant "p" already has 3 timers (limit maxTimers)',
     ]);
   });
 

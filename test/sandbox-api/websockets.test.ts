@@ -167,7 +167,7 @@ describe('net/v4/websockets: client API', () => {
     expect(lines).to.include('async onError async z');
     expect(t.errors).to.have.length(1);
     expect(t.errors[0]!.tenant).to.equal('p');
-    expect(t.errors[0]!.error).to.match(/^Error: onError failed too\n\s+at exports\.onError \(p\/h\.js:7:\d+\)/);
+    expect(t.errors[0]!.error).to.match(/^ISLET_ERR_UNCAUGHT: Error: onError failed too\n\s+at exports\.onError \(p\/h\.js:7:\d+\)/);
   });
 
   it('createWebsocket: a refused connection calls onError with the reason, then onClose, and leaves the registry', async () => {
@@ -183,7 +183,7 @@ describe('net/v4/websockets: client API', () => {
     });
     const t = await startEngine(root);
     await t.engine.run('p/main.js');
-    expect(t.lines()).to.deep.equal([`error connect ECONNREFUSED 127.0.0.1:${port} ["connecting"]`, 'close []']);
+    expect(t.lines()).to.deep.equal([`error ISLET_ERR_CONNECTION: connect ECONNREFUSED 127.0.0.1:${port} ["connecting"]`, 'close []']);
   });
 
   it('createWebsocket: a rejected handshake and an unknown host are reported to onError, then onClose', async () => {
@@ -205,8 +205,8 @@ describe('net/v4/websockets: client API', () => {
       await t.engine.run('p/main.js');
       const [ids, ...events] = t.lines();
       const [, a, b] = ids!.split(' ');
-      expect(events.filter((l) => l.startsWith(a + ' '))).to.deep.equal([`${a} error Unexpected server response: 403`, `${a} close`]);
-      expect(events.filter((l) => l.startsWith(b + ' '))).to.deep.equal([`${b} error getaddrinfo ENOTFOUND no-such-host.invalid`, `${b} close`]);
+      expect(events.filter((l) => l.startsWith(a + ' '))).to.deep.equal([`${a} error ISLET_ERR_CONNECTION: Unexpected server response: 403`, `${a} close`]);
+      expect(events.filter((l) => l.startsWith(b + ' '))).to.deep.equal([`${b} error ISLET_ERR_CONNECTION: getaddrinfo ENOTFOUND no-such-host.invalid`, `${b} close`]);
     } finally {
       server.close();
     }
@@ -313,9 +313,9 @@ describe('net/v4/websockets: client API', () => {
       const t = await startEngine(root, { limits: { maxMessageBytes: 100 } });
       await t.engine.run('p/main.js');
       expect(t.lines()).to.deep.equal([
-        'error binary frame of 3 bytes ignored: islet clients take text only',
+        'error ISLET_ERR_NOT_TEXT: binary frame of 3 bytes ignored: islet clients take text only',
         'message after binary',
-        'error Max payload size exceeded',
+        'error ISLET_ERR_MESSAGE_TOO_LARGE: the peer sent a message over 100 bytes (limit maxMessageBytes); the connection was closed with 1009',
         'close',
       ]);
     } finally {
