@@ -5,6 +5,7 @@
 // death (progress-log.ts).
 import { LOG_LEVELS } from '../sandbox-api/wire.js';
 import { isErrorCode, type WireError } from './errors.js';
+import type { ResponsePart } from '../sandbox-api/wire.js';
 
 /** Per-tenant limits, set on the engine and enforced by the worker. */
 export interface TenantLimits {
@@ -34,6 +35,12 @@ export interface TenantLimits {
   maxBundleBytes: number;
   /** Messages one session's peer may send a second, in bursts of as many; 0: no limit (host). */
   messagesPerSecond: number;
+  /** How long a script run over HTTP (`GET /services/js/…`) may take before it is answered 504, in ms (host). */
+  scriptTimeoutMs: number;
+  /** Script runs over HTTP of one tenant going at once; more are answered 503 (host). */
+  maxScriptRuns: number;
+  /** Bytes a script run may write through the response module, headers and body (host). */
+  maxResponseBytes: number;
 }
 
 /** A socket as the worker's tenant sees it; sent again when a tenant is recreated. */
@@ -97,6 +104,8 @@ export type WorkerToHost =
   /** `handler` and `socket`: the tenant's handler that ran, and for which of its sockets. */
   | { t: 'log'; tenant: string; level: LogLevel; text: string; handler?: string; socket?: number }
   | { t: 'runDone'; run: number; error?: WireError }
+  /** Part of a script run's HTTP response, as the script wrote it. */
+  | { t: 'response'; run: number; part: ResponsePart }
   /** `tenants`: per tenant on the worker, [name, ms its calls took, its isolate's heap bytes, calls stopped at callTimeoutMs, isolates lost to memoryMiB, CPU ms its isolates used]. */
   | { t: 'stats'; ask: number; isolates: number; sockets: number; tenants: TenantUsage[] }
   | { t: 'tenantError'; tenant: string; error: WireError }
@@ -105,7 +114,7 @@ export type WorkerToHost =
   /** A handler module (bundle `file`) failed while it loaded; it is not run again. */
   | { t: 'moduleFailed'; tenant: string; module: string; file: string; error: WireError };
 
-type FieldType = 'number' | 'string' | 'client' | 'level' | 'usage' | 'error' | 'number?' | 'string?' | 'error?';
+type FieldType = 'number' | 'string' | 'client' | 'level' | 'usage' | 'error' | 'part' | 'number?' | 'string?' | 'error?';
 
 /** The fields of every message a worker may send, by type: what the host checks before it acts. */
 const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
@@ -116,6 +125,7 @@ const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
   close: { id: 'number', tenant: 'string', code: 'number?', reason: 'string?' },
   log: { tenant: 'string', level: 'level', text: 'string', handler: 'string?', socket: 'number?' },
   runDone: { run: 'number', error: 'error?' },
+  response: { run: 'number', part: 'part' },
   stats: { ask: 'number', isolates: 'number', sockets: 'number', tenants: 'usage' },
   tenantError: { tenant: 'string', error: 'error' },
   moduleFailed: { tenant: 'string', module: 'string', file: 'string', error: 'error' },
@@ -148,6 +158,8 @@ function fieldOk(value: unknown, type: FieldType): boolean {
       return typeof value === 'object' && value !== null && isErrorCode((value as WireError).code) && typeof (value as WireError).detail === 'string';
     case 'error?':
       return value === undefined || fieldOk(value, 'error');
+    case 'part':
+      return responsePartOk(value);
     case 'usage':
       return Array.isArray(value) && value.every((u) => Array.isArray(u) && u.length === 6 && typeof u[0] === 'string' && u.slice(1).every((n) => fieldOk(n, 'number')));
     case 'level':
@@ -158,6 +170,24 @@ function fieldOk(value: unknown, type: FieldType): boolean {
       const socket = value as Record<string, unknown>;
       return socket.kind === 'client' && socket.endpoint === '' && socket.user === '' && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk(socket[name], t));
     }
+  }
+}
+
+function responsePartOk(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const part = value as Record<string, unknown>;
+  switch (part.kind) {
+    case 'print':
+    case 'bytes':
+      return typeof part.text === 'string';
+    case 'status':
+      return typeof part.status === 'number' && Number.isInteger(part.status) && part.status >= 100 && part.status <= 599;
+    case 'header':
+      return typeof part.name === 'string' && typeof part.value === 'string';
+    case 'close':
+      return true;
+    default:
+      return false;
   }
 }
 

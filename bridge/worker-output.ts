@@ -4,7 +4,7 @@
 import { fromIsolate } from './errors.js';
 import { FrameKind, type FrameWriter } from './frames.js';
 import type { WorkerToHost } from './protocol.js';
-import { decodeClose, decodeLogId, decodeModuleFailed, LOG_LEVELS } from '../sandbox-api/wire.js';
+import { decodeClose, decodeLogId, decodeModuleFailed, decodeResponsePart, LOG_LEVELS } from '../sandbox-api/wire.js';
 import { Op, type Tenant } from './tenant.js';
 import type { WorkerModules } from './worker-modules.js';
 import type { WorkerRuns } from './worker-runs.js';
@@ -53,6 +53,12 @@ export function forwardOp(to: OutputTo, tenant: Tenant, op: number, id: number, 
     case Op.Error:
       to.runs.uncaught(tenant.name, id, fromIsolate(text));
       break;
+    case Op.Response: {
+      // Only to a run of this tenant's still going: a later write (a timer after the run ended) has no one to read it.
+      const part = decodeResponsePart(text);
+      if (part !== null && to.runs.owns(tenant.name, id)) to.send({ t: 'response', run: id, part });
+      break;
+    }
     case Op.HandlerError:
       to.send({ t: 'tenantError', tenant: tenant.name, error: fromIsolate(text) });
       break;

@@ -15,6 +15,11 @@ export class WorkerRuns {
     runs.add(run);
   }
 
+  /** Is run `run` the tenant's, and still going? */
+  owns(tenant: string, run: number): boolean {
+    return this.pending.get(tenant)?.has(run) ?? false;
+  }
+
   has(tenant: string): boolean {
     return (this.pending.get(tenant)?.size ?? 0) > 0;
   }

@@ -17,7 +17,17 @@ export type SessionUser = null | boolean | number | string | SessionUser[] | { [
  */
 export type Verdict = boolean | { user?: SessionUser; status?: undefined } | { status: number; reason?: string };
 
-export type Authorize = (request: IncomingMessage, endpoint: Endpoint) => Verdict | Promise<Verdict>;
+/** A script run over HTTP (`GET /services/js/<project>/<path>`), as `authorize` is asked about it. */
+export interface ServedScript {
+  /** The script, relative to the root: `<project>/<path>`. */
+  script: string;
+  project: string;
+  /** Never public: with access control, every run needs the caller's say-so. */
+  public: false;
+}
+
+/** `target` is the endpoint a session would open, or the script a request would run (it has `script`). */
+export type Authorize = (request: IncomingMessage, target: Endpoint | ServedScript) => Verdict | Promise<Verdict>;
 
 /** The largest `user`, as JSON: it is copied into the tenant's isolate for every session. */
 export const MAX_USER_BYTES = 16 * 1024;
@@ -28,7 +38,7 @@ export type Decision = { user: string } | { status: number; reason: string };
 const TIMED_OUT = Symbol('authorize timed out');
 
 /** Runs `authorize` within `timeoutMs`; never throws. */
-export async function decide(authorize: Authorize, req: IncomingMessage, endpoint: Endpoint, timeoutMs: number, report: Report): Promise<Decision> {
+export async function decide(authorize: Authorize, req: IncomingMessage, endpoint: Endpoint | ServedScript, timeoutMs: number, report: Report): Promise<Decision> {
   let verdict: unknown;
   try {
     verdict = await within(Promise.resolve().then(() => authorize(req, endpoint)), timeoutMs, TIMED_OUT);

@@ -24,7 +24,7 @@ import { ROOT_TENANT, tenantOf } from '../bridge/handler-ids.js';
 import type { BundledCode } from '../bridge/protocol.js';
 
 /** Modules the sandbox runtime provides. */
-export const SANDBOX_MODULES = new Set(['net/v4/websockets', 'net/websockets', 'sdk/net']);
+export const SANDBOX_MODULES = new Set(['net/v4/websockets', 'net/websockets', 'sdk/net', '@aerokit/sdk/net', 'http/v4/response', 'http/response', 'sdk/http', '@aerokit/sdk/http']);
 const FILE_PREFIX = 'islet-bundle:';
 // Linear: the file part cannot hold a ':', so no match attempt reads past
 // the next one (and every 'islet-bundle:' holds one).

@@ -32,9 +32,10 @@ Usage:
       Runs a tenant script (JavaScript or TypeScript) in the isolate of its
       project: the first folder of its path under the projects root. Prints
       the script's console output as "[project] line" (warn and error on
-      stderr). Exits 0 once the script, its clients and its timers are all
-      done; on an uncaught error prints the trace, mapped to the script's own
-      lines, and exits 1.
+      stderr), and what it writes through http/v4/response as it is. Exits 0
+      once the script, its clients and its timers are all done; on an
+      uncaught error prints the trace, mapped to the script's own lines, and
+      exits 1, as it does when the script set a status of 400 or more.
 
   islet serve [ROOT] [--port 8080] [--host 127.0.0.1] [--workers N]
               [--allow-origin ORIGIN]... [--limit NAME=VALUE]...
@@ -42,10 +43,12 @@ Usage:
               [--jwt-secret-file FILE | --jwt-public-key-file FILE]
               [--jwt-issuer ISS] [--jwt-audience AUD] [--heartbeat-ms N]
               [--shutdown-timeout-ms N] [--metrics-port PORT [--metrics-host 127.0.0.1]]
+              [--no-scripts]
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
-      projects' pages at http://HOST:PORT/services/web/<project>/<path>.
-      Prints each endpoint's URL; reports bad descriptors with file and
+      projects' pages at http://HOST:PORT/services/web/<project>/<path>; runs
+      a project's script for GET /services/js/<project>/<path>.js (or .ts)
+      and answers with what it wrote through http/v4/response. Prints each endpoint's URL; reports bad descriptors with file and
       field and serves the rest; reloads descriptors and handlers when files
       change. On SIGINT or SIGTERM drains: new sessions get 503, open ones
       close with 1001 and their onClose runs, then it exits (a second signal,
@@ -81,6 +84,7 @@ Options:
                   bytes, call time, heap, limits hit, refused upgrades, heartbeat
                   timeouts, quarantines) and /healthz on PORT, at HOST
                   (default 127.0.0.1).
+  --no-scripts    serve: do not run scripts for /services/js/ (404 there).
   --limit NAME=VALUE
                   a per-tenant limit (repeat for more), with its default:
 ${limitList()}
@@ -186,7 +190,9 @@ async function run(args: string[]): Promise<number> {
   let status = 0;
   try {
     await engine.start();
-    await engine.run(path.resolve(positionals[0]!));
+    // What the script writes through http/v4/response is its own output; a status of 400 or more is a failure.
+    const response = await engine.run(path.resolve(positionals[0]!), { onBody: (chunk) => out.response(chunk) });
+    if (response.status >= 400) status = 1;
   } catch (error) {
     out.islet(`${error instanceof IsletError || !(error instanceof Error) ? String((error as Error).message ?? error) : error.stack}`, true);
     status = 1;
@@ -213,6 +219,7 @@ async function serve(args: string[]): Promise<number> {
       'jwt-public-key-file': { type: 'string' },
       'jwt-issuer': { type: 'string' },
       'jwt-audience': { type: 'string' },
+      'no-scripts': { type: 'boolean' },
     },
   });
   if (values.help) {
@@ -236,6 +243,7 @@ async function serve(args: string[]): Promise<number> {
     authorize: checksTokens ? jwtAuthorizer(jwt) : null,
     heartbeatMs: values['heartbeat-ms'] === undefined ? undefined : Number(values['heartbeat-ms']),
     shutdownTimeoutMs: values['shutdown-timeout-ms'] === undefined ? undefined : Number(values['shutdown-timeout-ms']),
+    scripts: values['no-scripts'] !== true,
   });
   watch(engine);
   const host = values.host;
@@ -266,7 +274,7 @@ async function serve(args: string[]): Promise<number> {
       : 'islet: no --jwt-secret-file or --jwt-public-key-file: every endpoint is open to anyone who can reach this port',
   );
   list(pending);
-  out.islet(`islet: listening on http://${base}/ (pages at /services/web/<project>/<path>)`);
+  out.islet(`islet: listening on http://${base}/ (pages at /services/web/<project>/<path>${values['no-scripts'] === true ? '' : ', scripts run at /services/js/<project>/<path>.js'})`);
   const metrics = values['metrics-port'] === undefined ? null : await serveMetrics(engine, Number(values['metrics-port']), values['metrics-host']);
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);

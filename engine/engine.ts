@@ -7,10 +7,9 @@ import type http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { asIsletError, IsletError } from '../bridge/errors.js';
-import { tenantOf } from '../bridge/handler-ids.js';
 import { Bundler } from './bundler.js';
 import { type Emit, failure, type Report } from './events.js';
-import { Handlers, SCRIPT_PREFIX } from './handlers.js';
+import { Handlers } from './handlers.js';
 import type { EngineEvents, EngineStats } from './index.js';
 import { type EngineOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import type { Endpoint } from './projects.js';
@@ -18,7 +17,8 @@ import { Metrics, type TenantCounters } from './metrics.js';
 import type { TenantUsage } from '../bridge/protocol.js';
 import { Quarantine } from './quarantine.js';
 import { Routes } from './routes.js';
-import { Runs, scriptPath } from './runs.js';
+import { type RunHost, Runs, startRun } from './runs.js';
+import type { RunOptions, ScriptResponse } from './script-response.js';
 import { Served } from './served.js';
 import { Sockets } from './sockets.js';
 import { within } from './within.js';
@@ -31,6 +31,8 @@ interface Parts {
   bundler: Bundler;
   quarantine: Quarantine;
   runs: Runs;
+  /** What starts a script run: `run()` and `GET /services/js/…`. */
+  runHost: RunHost;
   handlers: Handlers;
   sockets: Sockets;
   workers: Workers;
@@ -96,8 +98,17 @@ export class Engine extends EventEmitter<EngineEvents> {
       closing: () => p.state === 'closing' || p.state === 'closed',
     });
     const served = new Served({ root: resolved.root, watch: resolved.watch, bundler, handlers, quarantine, workers: () => workers.list, emit, report, running });
-    const routes = new Routes({ options: resolved, served, handlers, sockets, workers, quarantine, metrics, emit, report, running });
-    const p: Parts = { options: resolved, bundler, quarantine, runs, handlers, sockets, workers, served, routes, metrics, state: 'new', started: null };
+    const runHost: RunHost = {
+      root: resolved.root,
+      maxResponseBytes: resolved.limits.maxResponseBytes,
+      bundler,
+      quarantine,
+      runs,
+      workerFor: (tenant) => workers.for(tenant),
+      assertRunning: () => assertRunning(p),
+    };
+    const routes = new Routes({ options: resolved, served, handlers, sockets, workers, quarantine, metrics, runHost, emit, report, running });
+    const p: Parts = { options: resolved, bundler, quarantine, runs, runHost, handlers, sockets, workers, served, routes, metrics, state: 'new', started: null };
     partsOf.set(this, p);
   }
 
@@ -130,20 +141,12 @@ export class Engine extends EventEmitter<EngineEvents> {
    * clients and no timers left (in a long-lived engine a tenant's runs share
    * them); rejects with an IsletError on a bundle error, a refusal (limits,
    * quarantine) or an uncaught exception, its stack mapped to the tenant's
-   * own lines.
+   * own lines. Resolves to what the script wrote through Dirigible's
+   * response module (`http/v4/response`); `options.onBody` hears each piece
+   * of it as it is written.
    */
-  async run(script: string): Promise<void> {
-    const p = parts(this);
-    assertRunning(p);
-    const relative = scriptPath(p.options.root, script);
-    const tenant = tenantOf(relative);
-    const quarantined = p.quarantine.refusal(tenant);
-    if (quarantined !== null) throw quarantined;
-    const bundle = await p.bundler.bundle(relative, SCRIPT_PREFIX + relative);
-    assertRunning(p);
-    const worker = p.workers.for(tenant);
-    const { id, done } = p.runs.add(tenant);
-    worker.send({ t: 'run', tenant, run: id, script: bundle }, tenant);
+  async run(script: string, options: RunOptions = {}): Promise<ScriptResponse> {
+    const { done } = await startRun(parts(this).runHost, script, options);
     return done;
   }
 

@@ -11,7 +11,8 @@ export { DEFAULT_LIMITS, DEFAULT_OPTIONS, type EngineOptions } from './options.j
 export type { OutboundOptions } from './outbound.js';
 export type { TenantLimits, LogLevel } from '../bridge/protocol.js';
 export type { Endpoint, DescriptorProblem } from './projects.js';
-export type { Authorize, SessionUser, Verdict } from './authorize.js';
+export type { Authorize, ServedScript, SessionUser, Verdict } from './authorize.js';
+export type { RunOptions, ScriptResponse } from './script-response.js';
 export { jwtAuthorizer, type JwtOptions } from './jwt.js';
 
 export interface EngineStats {

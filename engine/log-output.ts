@@ -14,6 +14,8 @@ export interface Printer {
   tenant(log: TenantLog): void;
   /** One of islet's own lines (each line of `text` on its own); `problem`: warn, on stderr in text. */
   islet(text: string, problem?: boolean): void;
+  /** What `islet run`'s script wrote through its response module: as it is, untagged (text), or a record with `response: true` (json). */
+  response(chunk: Buffer): void;
   /** Resolves once what was printed is written out (at most `ms`). */
   flushed(ms: number): Promise<void>;
 }
@@ -68,6 +70,9 @@ export function printer(format: LogFormat, server = false): Printer {
       islet(text, problem = false) {
         (problem ? stderr : stdout)(`${text}\n`);
       },
+      response(chunk) {
+        process.stdout.write(chunk);
+      },
       flushed,
     };
   }
@@ -81,6 +86,9 @@ export function printer(format: LogFormat, server = false): Printer {
     },
     islet(text, problem = false) {
       for (const line of text.split('\n')) if (line !== '') logger[problem ? 'warn' : 'info'](line.replace(/^islet: /, ''));
+    },
+    response(chunk) {
+      logger.info({ response: true }, chunk.toString('utf8'));
     },
     flushed,
   };

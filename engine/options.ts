@@ -44,6 +44,12 @@ export interface EngineOptions {
   shutdownTimeoutMs?: number;
   /** Every open session and client is pinged this often; one that has not answered by the next ping is dropped. 0: off. Default: 30000. */
   heartbeatMs?: number;
+  /**
+   * `listen()`'s server runs a script for `GET /services/js/<project>/<path>`
+   * and answers with what it wrote through `http/v4/response`, as Dirigible
+   * does. Default: true.
+   */
+  scripts?: boolean;
 }
 
 /** The numeric engine options' defaults: the README's table and the CLI's help are tested against these. */
@@ -71,6 +77,9 @@ export const DEFAULT_LIMITS: TenantLimits = {
   maxOutputBytes: 32 * 1024 * 1024,
   maxBundleBytes: 8 * 1024 * 1024,
   messagesPerSecond: 0,
+  scriptTimeoutMs: 30_000,
+  maxScriptRuns: 100,
+  maxResponseBytes: 8 * 1024 * 1024,
 };
 
 export interface ResolvedOptions {
@@ -87,6 +96,7 @@ export interface ResolvedOptions {
   authorizeTimeoutMs: number;
   heartbeatMs: number;
   shutdownTimeoutMs: number;
+  scripts: boolean;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -104,12 +114,20 @@ const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
   maxOutputBytes: [1024, 1024 * 1024 * 1024],
   maxBundleBytes: [1024, 1024 * 1024 * 1024],
   messagesPerSecond: [0, 1_000_000],
+  scriptTimeoutMs: [10, 86_400_000],
+  maxScriptRuns: [0, 1_000_000],
+  maxResponseBytes: [0, 1024 * 1024 * 1024],
 };
 
 function integer(name: string, value: unknown, [min, max]: [number, number]): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
     throw new IsletError('ISLET_ERR_BAD_OPTION', `${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
   }
+  return value;
+}
+
+function flag(name: string, value: unknown): boolean {
+  if (typeof value !== 'boolean') throw new IsletError('ISLET_ERR_BAD_OPTION', `${name} must be true or false, got ${String(value)}`);
   return value;
 }
 
@@ -162,5 +180,6 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     authorizeTimeoutMs: integer('authorizeTimeoutMs', options.authorizeTimeoutMs ?? DEFAULT_OPTIONS.authorizeTimeoutMs, [1, 600_000]),
     heartbeatMs: integer('heartbeatMs', options.heartbeatMs ?? DEFAULT_OPTIONS.heartbeatMs, [0, 3_600_000]),
     shutdownTimeoutMs: integer('shutdownTimeoutMs', options.shutdownTimeoutMs ?? DEFAULT_OPTIONS.shutdownTimeoutMs, [0, 600_000]),
+    scripts: flag('scripts', options.scripts ?? true),
   };
 }

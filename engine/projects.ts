@@ -92,7 +92,8 @@ function readDescriptor(root: string, file: string): Endpoint | DescriptorProble
   }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(readOpened(opened).toString('utf8'));
+    // Editors on Windows (and Dirigible's own exports) may start the file with a UTF-8 byte-order mark.
+    parsed = JSON.parse(readOpened(opened).toString('utf8').replace(/^\uFEFF/, ''));
   } catch (error) {
     return problem(file, null, `not valid JSON (${(error as Error).message.slice(0, 200)})`);
   }

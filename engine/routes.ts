@@ -1,6 +1,7 @@
 // HTTP: the upgrades under /websockets/v4/service/ and the refusals a client
-// gets there (unknown endpoint, quarantine, session limit, origin), the
-// projects' static pages, and the servers `listen()` makes.
+// gets there (unknown endpoint, quarantine, session limit, origin), scripts
+// run over HTTP (scripts-http.ts), the projects' static pages, and the
+// servers `listen()` makes.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
@@ -12,6 +13,8 @@ import { type Metrics, NO_TENANT } from './metrics.js';
 import type { ResolvedOptions } from './options.js';
 import { type Endpoint, SERVICE_PREFIX } from './projects.js';
 import type { Quarantine } from './quarantine.js';
+import type { RunHost } from './runs.js';
+import { ServedScripts } from './scripts-http.js';
 import type { Served } from './served.js';
 import { answer, refuseUpgrade, requestPath, serveStatic } from './server.js';
 import type { Sockets } from './sockets.js';
@@ -28,6 +31,7 @@ export interface RoutesHost {
   workers: Workers;
   quarantine: Quarantine;
   metrics: Metrics;
+  runHost: RunHost;
   emit: Emit;
   report: Report;
   running(): boolean;
@@ -36,8 +40,11 @@ export interface RoutesHost {
 export class Routes {
   private wss: WebSocketServer | null = null;
   private readonly servers = new Set<http.Server>();
+  private readonly scripts: ServedScripts;
 
-  constructor(private readonly host: RoutesHost) {}
+  constructor(private readonly host: RoutesHost) {
+    this.scripts = new ServedScripts(host);
+  }
 
   /** Upgrades of an existing server under /websockets/v4/service/ are islet's; the rest is the server's own. */
   attach(server: http.Server): void {
@@ -124,10 +131,12 @@ export class Routes {
     return true;
   }
 
-  /** Serves the projects' static pages; returns false for any other path. */
+  /** Runs scripts under /services/js/ and serves the projects' static pages; returns false for any other path. */
   handleRequest(req: IncomingMessage, res: ServerResponse): boolean {
     let served = true;
     guarded(this.host.report, 'request', () => {
+      const pathname = requestPath(req);
+      if (pathname !== null && this.scripts.handle(req, res, pathname)) return;
       const pages = this.host.served;
       pages.load();
       served = serveStatic(this.host.options.root, (requested, real) => pages.isServerCode(requested, real), req, res);

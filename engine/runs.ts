@@ -1,13 +1,21 @@
-// Script runs: where a script lies under the root, and the runs waiting for
-// their tenant to be done (no clients, no timers left), by id.
+// Script runs: where a script lies under the root, starting one, and the
+// runs waiting for their tenant to be done (no clients, no timers left), by
+// id, each with what it wrote through the response module.
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { IsletError } from '../bridge/errors.js';
-import { isInside } from '../bridge/handler-ids.js';
+import { isInside, tenantOf } from '../bridge/handler-ids.js';
+import type { ResponsePart } from '../sandbox-api/wire.js';
+import type { Bundler } from './bundler.js';
+import { SCRIPT_PREFIX } from './handlers.js';
+import type { Quarantine } from './quarantine.js';
+import { ResponseSink, type RunOptions, type ScriptResponse } from './script-response.js';
+import type { SandboxWorker } from './supervisor.js';
 
 interface PendingRun {
   tenant: string;
-  resolve: () => void;
+  response: ResponseSink;
+  resolve: (response: ScriptResponse) => void;
   reject: (error: Error) => void;
 }
 
@@ -16,10 +24,16 @@ export class Runs {
   private next = 1;
 
   /** A new run of `tenant`: its id, and the promise `done` or `fail` settles. */
-  add(tenant: string): { id: number; done: Promise<void> } {
+  add(tenant: string, response: ResponseSink): { id: number; done: Promise<ScriptResponse> } {
     const id = this.next++;
-    const done = new Promise<void>((resolve, reject) => this.pending.set(id, { tenant, resolve, reject }));
+    const done = new Promise<ScriptResponse>((resolve, reject) => this.pending.set(id, { tenant, response, resolve, reject }));
     return { id, done };
+  }
+
+  /** Part of run `id`'s response, from a worker that holds one of `tenants`. */
+  response(id: number, part: ResponsePart, tenants: Set<string>): void {
+    const run = this.pending.get(id);
+    if (run !== undefined && tenants.has(run.tenant)) run.response.take(part);
   }
 
   /** The worker says run `id` is over; `error`: how it failed, its frames mapped. */
@@ -27,8 +41,15 @@ export class Runs {
     const run = this.pending.get(id);
     if (run === undefined) return;
     this.pending.delete(id);
-    if (error === undefined) run.resolve();
-    else run.reject(error);
+    const failure = error ?? run.response.failure;
+    if (failure === null) run.resolve(run.response.result());
+    else run.reject(failure);
+  }
+
+  /** Gives up on run `id` (it ran past its time): it fails with `error`; what its tenant does later is not waited for. */
+  abandon(id: number, error: IsletError): void {
+    this.pending.get(id)?.reject(error);
+    this.pending.delete(id);
   }
 
   /** Fails every pending run of a tenant that `match` picks. */
@@ -39,6 +60,32 @@ export class Runs {
       run.reject(error);
     }
   }
+}
+
+export interface RunHost {
+  root: string;
+  maxResponseBytes: number;
+  bundler: Bundler;
+  quarantine: Quarantine;
+  runs: Runs;
+  workerFor(tenant: string): SandboxWorker;
+  /** Throws ISLET_ERR_ENGINE_CLOSED unless the engine runs. */
+  assertRunning(): void;
+}
+
+/** Starts a script run in its project's isolate: its id, and its end (see `Engine.run`). */
+export async function startRun(host: RunHost, script: string, options: RunOptions): Promise<{ id: number; done: Promise<ScriptResponse> }> {
+  host.assertRunning();
+  const relative = scriptPath(host.root, script);
+  const tenant = tenantOf(relative);
+  const quarantined = host.quarantine.refusal(tenant);
+  if (quarantined !== null) throw quarantined;
+  const bundle = await host.bundler.bundle(relative, SCRIPT_PREFIX + relative);
+  host.assertRunning();
+  const worker = host.workerFor(tenant);
+  const run = host.runs.add(tenant, new ResponseSink(host.maxResponseBytes, options));
+  worker.send({ t: 'run', tenant, run: run.id, script: bundle }, tenant);
+  return run;
 }
 
 /**

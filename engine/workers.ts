@@ -201,6 +201,9 @@ export class Workers {
         this.asks.get(message.ask)?.({ isolates: message.isolates, sockets: message.sockets, tenants: message.tenants.filter(([tenant]) => worker.tenants.has(tenant)) });
         this.asks.delete(message.ask);
         break;
+      case 'response':
+        this.host.runs.response(message.run, message.part, worker.tenants);
+        break;
       case 'runDone':
         this.host.runs.done(message.run, message.error === undefined ? undefined : bundler.mapError(message.error));
         break;

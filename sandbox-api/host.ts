@@ -154,7 +154,7 @@ export function then(
  */
 export const progress = new Int32Array(__isletProgress);
 const outputBuffer = new Uint16Array(__isletOutputBuffer);
-const charCodeAt = uncurry(String.prototype.charCodeAt);
+export const charCodeAt = uncurry(String.prototype.charCodeAt);
 
 /**
  * What each operation counts against maxOutputBytes beyond its text: the

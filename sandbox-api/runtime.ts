@@ -26,6 +26,7 @@ import {
 import { ADOPT_FIELDS, decodeSessionOpen, encodeModuleFailed, Event, Op, Progress } from './wire.js';
 import { fireTimer, installTimers, watchdog } from './timers.js';
 import { installWasm } from './wasm.js';
+import { newResponse, noResponse } from './response.js';
 import {
   type Method,
   type SocketState,
@@ -50,11 +51,23 @@ interface ModuleRecord {
 }
 
 const modules = new SafeMap<string, ModuleRecord>();
-const sdkNet = freeze({ websockets });
+// Every generation's module ids (the list the bundler leaves to the sandbox: engine/bundler.ts, SANDBOX_MODULES).
+// Dirigible 10's SDK has a class `Websockets` of static methods, and `websockets` as its alias: here both are the one API object.
+const sdkNet = freeze({ websockets, Websockets: websockets });
 const builtins = new SafeMap<string, unknown>();
 builtins.set('net/v4/websockets', websockets);
 builtins.set('net/websockets', websockets);
 builtins.set('sdk/net', sdkNet);
+builtins.set('@aerokit/sdk/net', sdkNet);
+/** The ids of Dirigible's response module, and what each gives (`sdk/http` has it as `response`): a run's own, or for a handler `noResponse`. */
+const RESPONSE_IDS = new SafeMap<string, (response: object) => object>();
+RESPONSE_IDS.set('http/v4/response', (response) => response);
+RESPONSE_IDS.set('http/response', (response) => response);
+const sdkHttp = (response: object): object => freeze({ response, Response: response });
+RESPONSE_IDS.set('sdk/http', sdkHttp);
+RESPONSE_IDS.set('@aerokit/sdk/http', sdkHttp);
+const handlerHttp = new SafeMap<string, object>();
+RESPONSE_IDS.forEach((wrap, id) => handlerHttp.set(id, wrap(noResponse)));
 
 function failModule(name: string, error: string): void {
   const record = modules.get(name);
@@ -64,19 +77,32 @@ function failModule(name: string, error: string): void {
 }
 
 /** Runs a module's factory with its own `module` and `exports`. */
-function runFactory(factory: Factory): unknown {
+function runFactory(factory: Factory, require: (name: string) => unknown): unknown {
   const module = { exports: {} as unknown };
-  reflectApply(factory, module.exports, [module.exports, requireModule, module]);
+  reflectApply(factory, module.exports, [module.exports, require, module]);
   return module.exports;
 }
 
+/** A script run's `require`: the response module is that run's; everything else as for any module. */
+function requireForRun(run: number): (name: string) => unknown {
+  let response: object | null = null;
+  const own = new SafeMap<string, object>();
+  return (name) => {
+    const wrap = RESPONSE_IDS.get(name);
+    if (wrap === undefined) return requireModule(name);
+    let module = own.get(name);
+    if (module === undefined) own.set(name, (module = wrap((response ??= newResponse(run)))));
+    return module;
+  };
+}
+
 function requireModule(name: string): unknown {
-  const builtin = builtins.get(name);
+  const builtin = builtins.get(name) ?? handlerHttp.get(name);
   if (builtin !== undefined) return builtin;
   const record = modules.get(name);
   if (record === undefined || record.factory === null) {
     throw new ErrorCtor(
-      `ISLET_ERR_MODULE_NOT_FOUND: module "${StringCtor(name)}" is not available in the sandbox (only net/v4/websockets, net/websockets, sdk/net and the tenant's own bundled modules are)`,
+      `ISLET_ERR_MODULE_NOT_FOUND: module "${StringCtor(name)}" is not available in the sandbox (only net/v4/websockets, net/websockets, sdk/net, @aerokit/sdk/net, http/v4/response, http/response, sdk/http, @aerokit/sdk/http and the tenant's own bundled modules are)`,
     );
   }
   if (!record.loaded) {
@@ -84,7 +110,7 @@ function requireModule(name: string): unknown {
     const outer = progress[Progress.Loading]!;
     progress[Progress.Loading] = record.number + 1;
     try {
-      record.exports = runFactory(record.factory);
+      record.exports = runFactory(record.factory, requireModule);
       record.loaded = true;
     } catch (error) {
       // Reported once; the module is not evaluated again for every event.
@@ -272,7 +298,7 @@ function handleEvent(kind: number, id: number, text: string): void {
       const record = modules.get(text);
       if (record === undefined || record.factory === null) throw new ErrorCtor(`script ${text} was not defined`);
       // A script runs each time it is asked to; it is not cached like a module.
-      runFactory(record.factory);
+      runFactory(record.factory, requireForRun(id));
     } catch (error) {
       emit(Op.Error, id, errorText(error));
     }

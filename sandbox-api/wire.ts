@@ -29,6 +29,8 @@ export const Op = {
   HandlerError: 4,
   /** A module failed while it loaded (threw, or ran past its budget): `text` is `encodeModuleFailed`'s. It is not run again. */
   ModuleFailed: 5,
+  /** Part of script run `id`'s HTTP response: `text` is `encodeResponsePart`'s. */
+  Response: 6,
 } as const;
 
 /** The runtime's slots in the Int32Array it shares with the worker. */
@@ -111,4 +113,36 @@ export function decodeModuleFailed(text: string): { module: string; error: strin
   const colon = text.indexOf(':');
   const end = colon + 1 + Number(text.slice(0, colon));
   return { module: text.slice(colon + 1, end), error: text.slice(end) };
+}
+
+/** A Response operation's text: its kind (`p` printed text, `b` bytes one character each, `s` status, `h` header, `c` close), then what it carries (a header: its name's length, `:`, name and value). Runs in the isolate: no builtin is called. */
+export function encodeResponsePart(kind: string, payload: string): string {
+  return kind + payload;
+}
+
+export type ResponsePart =
+  | { kind: 'print' | 'bytes'; text: string }
+  | { kind: 'status'; status: number }
+  | { kind: 'header'; name: string; value: string }
+  | { kind: 'close' };
+
+export function decodeResponsePart(text: string): ResponsePart | null {
+  const payload = text.slice(1);
+  switch (text[0]) {
+    case 'p':
+      return { kind: 'print', text: payload };
+    case 'b':
+      return { kind: 'bytes', text: payload };
+    case 's':
+      return { kind: 'status', status: Number(payload) };
+    case 'h': {
+      const colon = payload.indexOf(':');
+      const end = colon + 1 + Number(payload.slice(0, colon));
+      return { kind: 'header', name: payload.slice(colon + 1, end), value: payload.slice(end) };
+    }
+    case 'c':
+      return { kind: 'close' };
+    default:
+      return null;
+  }
 }

@@ -22,12 +22,12 @@ describe('bundler', () => {
       'q/lib.js': 'export const secret = 1;\n',
     });
     expect(await runError(root, 'p/fs.js')).to.equal(
-      'ISLET_ERR_IMPORT_REFUSED: import in p/fs.js:1:20: "fs" is a Node built-in module; the sandbox has none (it offers net/v4/websockets, net/websockets, sdk/net)',
+      'ISLET_ERR_IMPORT_REFUSED: import in p/fs.js:1:20: "fs" is a Node built-in module; the sandbox has none (it offers net/v4/websockets, net/websockets, sdk/net, @aerokit/sdk/net, http/v4/response, http/response, sdk/http, @aerokit/sdk/http)',
     );
     expect(await runError(root, 'p/node-fs.ts')).to.contain('import in p/node-fs.ts:1:30: "node:fs" is a Node built-in module');
     expect(await runError(root, 'p/child.mjs')).to.contain('import in p/child.mjs:1:8: "child_process" is a Node built-in module');
     expect(await runError(root, 'p/package.js')).to.equal(
-      'ISLET_ERR_IMPORT_REFUSED: import in p/package.js:3:20: "lodash" is a package or another project outside project "p"; import relative files of the project, "p/…" module ids, or net/v4/websockets, net/websockets, sdk/net',
+      'ISLET_ERR_IMPORT_REFUSED: import in p/package.js:3:20: "lodash" is a package or another project outside project "p"; import relative files of the project, "p/…" module ids, or net/v4/websockets, net/websockets, sdk/net, @aerokit/sdk/net, http/v4/response, http/response, sdk/http, @aerokit/sdk/http',
     );
     expect(await runError(root, 'p/other.js')).to.equal(
       'ISLET_ERR_IMPORT_REFUSED: import in p/other.js:1:8: "../q/lib.js" resolves outside project "p"; a project may only import its own files',

@@ -54,7 +54,7 @@ describe('sandbox globals', () => {
     await t.engine.run('p/probe.js');
     expect(t.lines()).to.deep.equal([
       'process:undefined Buffer:undefined global:undefined setImmediate:undefined __isletConnect:undefined __isletSetTimer:undefined __isletNotify:undefined __isletRuntime:undefined __isletConfig:undefined',
-      'ISLET_ERR_MODULE_NOT_FOUND: module "fs" is not available in the sandbox (only net/v4/websockets, net/websockets, sdk/net and the tenant\'s own bundled modules are)',
+      'ISLET_ERR_MODULE_NOT_FOUND: module "fs" is not available in the sandbox (only net/v4/websockets, net/websockets, sdk/net, @aerokit/sdk/net, http/v4/response, http/response, sdk/http, @aerokit/sdk/http and the tenant\'s own bundled modules are)',
       'string',
     ]);
   });
