@@ -39,6 +39,7 @@ export class Tenant {
   private readonly dispatchRef: ivm.Reference<(batch: Batch) => void>;
   private readonly defineRef: ivm.Reference<(name: string, factory: unknown, number: number) => void>;
   private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
+  private readonly heldRef: ivm.Reference<(run: number) => number>;
   /** Shared with the runtime (wire.ts, `Progress`); outlive the isolate, so they can be read after a memory limit took it. */
   private readonly progress = new Int32Array(new SharedArrayBuffer(Progress.SLOTS * 4));
   private readonly outputBuffer = new SharedArrayBuffer(OUTPUT_BUFFER_BYTES);
@@ -70,6 +71,7 @@ export class Tenant {
       this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => void>;
       this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown, number: number) => void>;
       this.adoptRef = api.getSync('adopt', { reference: true }) as ivm.Reference<(list: string[]) => void>;
+      this.heldRef = api.getSync('held', { reference: true }) as ivm.Reference<(run: number) => number>;
       api.release();
       removeBootstrapGlobals(this.context);
     } catch (error) {
@@ -116,6 +118,12 @@ export class Tenant {
 
   adopt(list: string[]): void {
     this.adoptRef.applySync(undefined, [list], { arguments: { copy: true }, ...this.budget });
+  }
+
+  /** What script run `run` still holds (its timers and clients; runtime's run-holds.ts): 0 when it is over. No tenant code runs. */
+  held(run: number): number {
+    const held = this.heldRef.applySync(undefined, [run], this.budget);
+    return typeof held === 'number' ? held : 0;
   }
 
   /** Runs the queued events in one call; their output reaches `TenantHost.output` in order, whether or not the call finishes. */
@@ -204,16 +212,13 @@ export class Tenant {
     this.timers.delete(id);
   }
 
-  get pendingTimers(): number {
-    return this.timers.size;
-  }
-
   dispose(): void {
     for (const timer of this.timers.values()) clearTimeout(timer);
     this.timers.clear();
     this.dispatchRef.release();
     this.defineRef.release();
     this.adoptRef.release();
+    this.heldRef.release();
     if (!this.isolate.isDisposed) this.isolate.dispose();
   }
 }

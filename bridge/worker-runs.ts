@@ -1,6 +1,6 @@
-// Script runs pending on one sandbox worker, per tenant: a run ends when its
-// tenant is idle (no timers, no clients), or fails with the first error
-// nothing caught.
+// Script runs pending on one sandbox worker, per tenant: a run ends when it
+// holds nothing (no timer or client its code made is left), or fails with
+// the first error nothing caught.
 import type { WireError } from './errors.js';
 import type { WorkerToHost } from './protocol.js';
 
@@ -46,11 +46,14 @@ export class WorkerRuns {
     runs.clear();
   }
 
-  /** The tenant is idle: its runs are done. */
-  finish(tenant: string): void {
+  /** The tenant's runs that `over` says are over are done. */
+  finish(tenant: string, over: (run: number) => boolean): void {
     const runs = this.pending.get(tenant);
     if (runs === undefined) return;
-    for (const run of runs) this.send({ t: 'runDone', run });
-    runs.clear();
+    for (const run of runs) {
+      if (!over(run)) continue;
+      runs.delete(run);
+      this.send({ t: 'runDone', run });
+    }
   }
 }

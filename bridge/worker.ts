@@ -230,12 +230,17 @@ export class Worker {
     this.turns.wake(target);
   }
 
-  /** A run is done when its tenant has no timers and no clients left. */
+  /** A run is done when it holds nothing: none of the timers and clients its code made (and theirs made) is left. */
   private settleRuns(name: string): void {
     if (!this.runs.has(name)) return;
     const tenant = this.tenants.get(name);
-    if (tenant !== undefined && (tenant.pendingTimers > 0 || this.sockets.clientCount(name) > 0)) return;
-    this.runs.finish(name);
+    this.runs.finish(name, (run) => {
+      try {
+        return tenant === undefined || tenant.held(run) === 0;
+      } catch {
+        return true; // an isolate that cannot answer holds nothing any more
+      }
+    });
   }
 
   private onFrame(kind: number, id: number, payload: Buffer): void {

@@ -33,7 +33,7 @@ Usage:
       project: the first folder of its path under the projects root. Prints
       the script's console output as "[project] line" (warn and error on
       stderr), and what it writes through http/v4/response as it is. Exits 0
-      once the script, its clients and its timers are all done; on an
+      once the timers and clients the script made are all done; on an
       uncaught error prints the trace, mapped to the script's own lines, and
       exits 1, as it does when the script set a status of 400 or more.
 

@@ -137,9 +137,9 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /**
    * Runs a tenant script (a path relative to the root, or absolute inside it)
-   * in its project's isolate. Resolves once the tenant has no outbound
-   * clients and no timers left (in a long-lived engine a tenant's runs share
-   * them); rejects with an IsletError on a bundle error, a refusal (limits,
+   * in its project's isolate. Resolves once the run is over: the timers and
+   * clients its code made are done, and what their callbacks and handlers
+   * made in turn (sandbox-api/run-holds.ts); rejects with an IsletError on a bundle error, a refusal (limits,
    * quarantine) or an uncaught exception, its stack mapped to the tenant's
    * own lines. Resolves to what the script wrote through Dirigible's
    * response module (`http/v4/response`); `options.onBody` hears each piece

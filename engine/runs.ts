@@ -1,6 +1,6 @@
 // Script runs: where a script lies under the root, starting one, and the
-// runs waiting for their tenant to be done (no clients, no timers left), by
-// id, each with what it wrote through the response module.
+// runs waiting to be over (nothing their code made is left: the worker asks
+// the isolate), by id, each with what it wrote through the response module.
 import { existsSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { IsletError } from '../bridge/errors.js';

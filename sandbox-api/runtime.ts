@@ -27,6 +27,7 @@ import { ADOPT_FIELDS, decodeSessionOpen, encodeModuleFailed, Event, Op, Progres
 import { fireTimer, installTimers, watchdog } from './timers.js';
 import { installWasm } from './wasm.js';
 import { newResponse, noResponse } from './response.js';
+import { asRun, callStarts, eventsDone, held, release } from './run-holds.js';
 import {
   type Method,
   type SocketState,
@@ -37,6 +38,7 @@ import {
   isSession,
   markOpen,
   websockets,
+  runOfSocket,
   withContext,
 } from './websockets.js';
 
@@ -217,11 +219,13 @@ function socketEvent(kind: number, socket: string, text: string): void {
     queue.events[queue.events.length] = text;
     return;
   }
+  const run = runOfSocket(socket);
   const pending = runSocketEvent(kind, socket, text);
-  if (pending !== undefined) waitFor(socket, pending);
+  if (pending !== undefined) waitFor(socket, pending, run);
 }
 
-function waitFor(socket: string, pending: PromiseLike<unknown>): void {
+/** `run`: the socket's script run, which the wait (its watchdog timer) holds. */
+function waitFor(socket: string, pending: PromiseLike<unknown>, run: number): void {
   waiting.set(socket, { events: newList(), head: 0 });
   // Each promise waited on gets a generation: whichever of its settling and
   // its watchdog comes first moves the queue on, the other finds it stale.
@@ -235,7 +239,7 @@ function waitFor(socket: string, pending: PromiseLike<unknown>): void {
       next();
     };
     // A promise that never settles must not stall its socket for good.
-    const cancel = watchdog(config.settleTimeoutMs, () => {
+    const cancel = asRun(run, () => watchdog(config.settleTimeoutMs, () => {
       if (mine !== generation) return;
       generation++;
       const handler = handlerOf(socket);
@@ -243,7 +247,7 @@ function waitFor(socket: string, pending: PromiseLike<unknown>): void {
       const later = handler === null ? undefined : callHandler(handler, 'onerror', socket, message);
       if (later !== undefined) watch(later);
       else next();
-    });
+    }));
     then(promise, settled, settled);
   };
   const next = (): void => {
@@ -282,10 +286,18 @@ function runSocketEvent(kind: number, socket: string, text: string): PromiseLike
   }
   const handler = handlerOf(socket);
   if (handler === null) return undefined;
+  const run = runOfSocket(socket);
   if (kind === Event.Open) markOpen(socket);
   // Dirigible removes a socket from the registry before onClose runs.
   if (kind === Event.Close) forget(socket);
-  return callHandler(handler, methodOf[kind]!, socket, kind === Event.Message || kind === Event.Error ? text : null);
+  return asRun(run, () => {
+    try {
+      return callHandler(handler, methodOf[kind]!, socket, kind === Event.Message || kind === Event.Error ? text : null);
+    } finally {
+      // A client holds its run until its onClose has run (what onClose makes holds it on).
+      if (kind === Event.Close) release(run);
+    }
+  });
 }
 
 function handleEvent(kind: number, id: number, text: string): void {
@@ -298,7 +310,7 @@ function handleEvent(kind: number, id: number, text: string): void {
       const record = modules.get(text);
       if (record === undefined || record.factory === null) throw new ErrorCtor(`script ${text} was not defined`);
       // A script runs each time it is asked to; it is not cached like a module.
-      runFactory(record.factory, requireForRun(id));
+      asRun(id, () => runFactory(record.factory!, requireForRun(id)));
     } catch (error) {
       emit(Op.Error, id, errorText(error));
     }
@@ -309,6 +321,7 @@ function handleEvent(kind: number, id: number, text: string): void {
 
 function dispatch(batch: (number | string)[]): void {
   newCall();
+  callStarts();
   try {
     for (let i = 0; i + 2 < batch.length; i += 3) {
       progress[Progress.Event] = i;
@@ -320,6 +333,7 @@ function dispatch(batch: (number | string)[]): void {
     }
   } finally {
     progress[Progress.Event] = -1;
+    eventsDone();
   }
   dispatched();
 }
@@ -342,4 +356,4 @@ installWasm(globalThis);
 
 // What the worker takes hold of (and then deletes from the global object).
 // Plain data properties: isolated-vm does not read through getters.
-(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch });
+(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch, held });
