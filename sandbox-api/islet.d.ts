@@ -108,8 +108,104 @@ declare module 'net/websockets' {
 }
 
 declare module 'sdk/net' {
+  import type * as api from 'net/v4/websockets';
+  /** Dirigible 10+ (`@aerokit/sdk/net`): the page's functions as static methods of `Websockets`; `websockets` is the same object. */
+  export const Websockets: typeof api;
   /** Dirigible 9+ style: `import { websockets } from "sdk/net"`. */
-  export const websockets: typeof import('net/v4/websockets');
+  export const websockets: typeof api;
+  export type Method = api.Method;
+  export type ClientMetadata = api.ClientMetadata;
+  export type WebsocketClient = api.WebsocketClient;
+  export type SessionUser = api.SessionUser;
+  export type SessionMetadata = api.SessionMetadata;
+  export type WebsocketSession = api.WebsocketSession;
+  export type WebsocketHandler = api.WebsocketHandler;
+}
+
+declare module '@aerokit/sdk/net' {
+  export * from 'sdk/net';
+}
+
+/**
+ * Dirigible's response module: a script's answer to whoever ran it (the
+ * HTTP request under `GET /services/js/…`; standard output under `islet run`).
+ * Each script run has its own. In a handler module every function but
+ * `isValid` throws ISLET_ERR_NO_RESPONSE.
+ */
+declare module 'http/v4/response' {
+  /** Text, as is (a non-string is turned into one). */
+  export function print(value: unknown): void;
+  /** Text and a line break. */
+  export function println(value?: unknown): void;
+  /** Bytes: a string of characters 0-255, or an array or typed array of numbers 0-255 (or -128-127). */
+  export function write(bytes: string | ArrayLike<number>): void;
+  /** What is written leaves at once; there is nothing to flush. */
+  export function flush(): void;
+  /** Ends the response: over HTTP it is sent now, even if the script's timers or clients go on. */
+  export function close(): void;
+  /** False once closed (and in a handler module). */
+  export function isValid(): boolean;
+  /** An HTTP status from 100 to 599; 200 unless set. Under `islet run`, 400 or more makes the exit code 1. */
+  export function setStatus(status: number): void;
+  /** A header of the answer; Content-Length, Transfer-Encoding, Connection and the like are the host's. */
+  export function setHeader(name: string, value: string): void;
+  export function setContentType(type: string): void;
+  export const CONTINUE: 100;
+  export const SWITCHING_PROTOCOLS: 101;
+  export const OK: 200;
+  export const CREATED: 201;
+  export const ACCEPTED: 202;
+  export const NON_AUTHORITATIVE_INFORMATION: 203;
+  export const NO_CONTENT: 204;
+  export const RESET_CONTENT: 205;
+  export const PARTIAL_CONTENT: 206;
+  export const MULTIPLE_CHOICES: 300;
+  export const MOVED_PERMANENTLY: 301;
+  export const MOVED_TEMPORARILY: 302;
+  export const FOUND: 302;
+  export const SEE_OTHER: 303;
+  export const NOT_MODIFIED: 304;
+  export const USE_PROXY: 305;
+  export const TEMPORARY_REDIRECT: 307;
+  export const BAD_REQUEST: 400;
+  export const UNAUTHORIZED: 401;
+  export const PAYMENT_REQUIRED: 402;
+  export const FORBIDDEN: 403;
+  export const NOT_FOUND: 404;
+  export const METHOD_NOT_ALLOWED: 405;
+  export const NOT_ACCEPTABLE: 406;
+  export const PROXY_AUTHENTICATION_REQUIRED: 407;
+  export const REQUEST_TIMEOUT: 408;
+  export const CONFLICT: 409;
+  export const GONE: 410;
+  export const LENGTH_REQUIRED: 411;
+  export const PRECONDITION_FAILED: 412;
+  export const REQUEST_ENTITY_TOO_LARGE: 413;
+  export const REQUEST_URI_TOO_LONG: 414;
+  export const UNSUPPORTED_MEDIA_TYPE: 415;
+  export const REQUESTED_RANGE_NOT_SATISFIABLE: 416;
+  export const EXPECTATION_FAILED: 417;
+  export const INTERNAL_SERVER_ERROR: 500;
+  export const NOT_IMPLEMENTED: 501;
+  export const BAD_GATEWAY: 502;
+  export const SERVICE_UNAVAILABLE: 503;
+  export const GATEWAY_TIMEOUT: 504;
+  export const HTTP_VERSION_NOT_SUPPORTED: 505;
+}
+
+declare module 'http/response' {
+  export * from 'http/v4/response';
+}
+
+declare module 'sdk/http' {
+  import type * as api from 'http/v4/response';
+  /** `import { response } from "sdk/http"`: the response module; `Response` is the same object. */
+  export const response: typeof api;
+  export const Response: typeof api;
+}
+
+declare module '@aerokit/sdk/http' {
+  export * from 'sdk/http';
 }
 
 interface IsletConsole {

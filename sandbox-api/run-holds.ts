@@ -1,24 +1,44 @@
-// Which script run the code running now belongs to, and what each run still
+// Which script runs the code running now belongs to, and what each run still
 // holds: its timers and its clients, and through them what their callbacks
 // and handlers make in turn. A run is over when it holds nothing, whatever
 // else its tenant keeps going (an endpoint's interval, another run).
-import { SafeMap } from './host.js';
+import { newList, SafeMap } from './host.js';
 
-/** The run of the code running now; 0: none (a session's handler, a module's own timer). */
-let current = 0;
-/** The last run whose code ran in this call: microtasks after the call's events are taken as its. */
-let lastInCall = 0;
+/** Runs, as the runtime's own prototype-less lists. */
+export type Runs = number[];
+
+export const NO_RUNS: Runs = newList();
+/** The runs of the code running now; empty: none (a session's handler, a module's own timer). */
+let current: Runs = NO_RUNS;
+/**
+ * The runs whose code ran in this call. Microtasks run after the call's
+ * events, where no one knows whose continuation each is: what they make
+ * belongs to all of these (a run may then last as long as another of the
+ * same call, never shorter than its own work).
+ */
+let inCall: Runs = newList();
 const holds = new SafeMap<number, number>();
 
-export function currentRun(): number {
-  return current;
+/** The runs of the code running now, as a list of its own (the call's list still grows). */
+export function currentRuns(): Runs {
+  if (current.length === 0) return NO_RUNS;
+  const copy: Runs = newList();
+  for (let i = 0; i < current.length; i++) copy[i] = current[i]!;
+  return copy;
 }
 
-/** Runs `fn` as code of `run` (0: of none). */
-export function asRun<T>(run: number, fn: () => T): T {
+/** A list of one run (none for 0). */
+export function only(run: number): Runs {
+  const list: Runs = newList();
+  if (run !== 0) list[0] = run;
+  return list;
+}
+
+/** Runs `fn` as code of `runs`. */
+export function asRuns<T>(runs: Runs, fn: () => T): T {
   const outer = current;
-  current = run;
-  if (run !== 0) lastInCall = run;
+  current = runs;
+  for (let i = 0; i < runs.length; i++) if (!includes(inCall, runs[i]!)) inCall[inCall.length] = runs[i]!;
   try {
     return fn();
   } finally {
@@ -26,26 +46,32 @@ export function asRun<T>(run: number, fn: () => T): T {
   }
 }
 
+function includes(list: Runs, run: number): boolean {
+  for (let i = 0; i < list.length; i++) if (list[i] === run) return true;
+  return false;
+}
+
 /** A call begins: no run's code is running yet. */
 export function callStarts(): void {
-  current = 0;
-  lastInCall = 0;
+  current = NO_RUNS;
+  inCall = newList();
 }
 
-/** The call's events are done: what its microtasks make belongs to the last run that ran. */
+/** The call's events are done: what its microtasks make belongs to the runs that ran in it. */
 export function eventsDone(): void {
-  current = lastInCall;
+  current = inCall;
 }
 
-export function hold(run: number): void {
-  if (run !== 0) holds.set(run, (holds.get(run) ?? 0) + 1);
+export function hold(runs: Runs): void {
+  for (let i = 0; i < runs.length; i++) holds.set(runs[i]!, (holds.get(runs[i]!) ?? 0) + 1);
 }
 
-export function release(run: number): void {
-  if (run === 0) return;
-  const left = (holds.get(run) ?? 0) - 1;
-  if (left > 0) holds.set(run, left);
-  else holds.delete(run);
+export function release(runs: Runs): void {
+  for (let i = 0; i < runs.length; i++) {
+    const left = (holds.get(runs[i]!) ?? 0) - 1;
+    if (left > 0) holds.set(runs[i]!, left);
+    else holds.delete(runs[i]!);
+  }
 }
 
 /** What run `run` holds: 0 when it is over. */

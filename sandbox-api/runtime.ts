@@ -27,7 +27,7 @@ import { ADOPT_FIELDS, decodeSessionOpen, encodeModuleFailed, Event, Op, Progres
 import { fireTimer, installTimers, watchdog } from './timers.js';
 import { installWasm } from './wasm.js';
 import { newResponse, noResponse } from './response.js';
-import { asRun, callStarts, eventsDone, held, release } from './run-holds.js';
+import { asRuns, callStarts, eventsDone, held, only, release, type Runs } from './run-holds.js';
 import {
   type Method,
   type SocketState,
@@ -38,7 +38,7 @@ import {
   isSession,
   markOpen,
   websockets,
-  runOfSocket,
+  runsOfSocket,
   withContext,
 } from './websockets.js';
 
@@ -219,13 +219,13 @@ function socketEvent(kind: number, socket: string, text: string): void {
     queue.events[queue.events.length] = text;
     return;
   }
-  const run = runOfSocket(socket);
+  const runs = runsOfSocket(socket);
   const pending = runSocketEvent(kind, socket, text);
-  if (pending !== undefined) waitFor(socket, pending, run);
+  if (pending !== undefined) waitFor(socket, pending, runs);
 }
 
-/** `run`: the socket's script run, which the wait (its watchdog timer) holds. */
-function waitFor(socket: string, pending: PromiseLike<unknown>, run: number): void {
+/** `runs`: the socket's script runs, which the wait (its watchdog timer) holds. */
+function waitFor(socket: string, pending: PromiseLike<unknown>, runs: Runs): void {
   waiting.set(socket, { events: newList(), head: 0 });
   // Each promise waited on gets a generation: whichever of its settling and
   // its watchdog comes first moves the queue on, the other finds it stale.
@@ -239,7 +239,7 @@ function waitFor(socket: string, pending: PromiseLike<unknown>, run: number): vo
       next();
     };
     // A promise that never settles must not stall its socket for good.
-    const cancel = asRun(run, () => watchdog(config.settleTimeoutMs, () => {
+    const cancel = asRuns(runs, () => watchdog(config.settleTimeoutMs, () => {
       if (mine !== generation) return;
       generation++;
       const handler = handlerOf(socket);
@@ -286,16 +286,16 @@ function runSocketEvent(kind: number, socket: string, text: string): PromiseLike
   }
   const handler = handlerOf(socket);
   if (handler === null) return undefined;
-  const run = runOfSocket(socket);
+  const runs = runsOfSocket(socket);
   if (kind === Event.Open) markOpen(socket);
   // Dirigible removes a socket from the registry before onClose runs.
   if (kind === Event.Close) forget(socket);
-  return asRun(run, () => {
+  return asRuns(runs, () => {
     try {
       return callHandler(handler, methodOf[kind]!, socket, kind === Event.Message || kind === Event.Error ? text : null);
     } finally {
       // A client holds its run until its onClose has run (what onClose makes holds it on).
-      if (kind === Event.Close) release(run);
+      if (kind === Event.Close) release(runs);
     }
   });
 }
@@ -310,7 +310,7 @@ function handleEvent(kind: number, id: number, text: string): void {
       const record = modules.get(text);
       if (record === undefined || record.factory === null) throw new ErrorCtor(`script ${text} was not defined`);
       // A script runs each time it is asked to; it is not cached like a module.
-      asRun(id, () => runFactory(record.factory!, requireForRun(id)));
+      asRuns(only(id), () => runFactory(record.factory!, requireForRun(id)));
     } catch (error) {
       emit(Op.Error, id, errorText(error));
     }

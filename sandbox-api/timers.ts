@@ -2,14 +2,14 @@
 // clock (so it knows when a tenant is idle) and sends a Timer event when one
 // is due. Microtasks are V8's own; queueMicrotask is built on a promise.
 import { Op, reflectApply, SafeMap, TypeErrorCtor, emit, errorText, hostClearTimer, hostSetTimer, promiseResolve, then } from './host.js';
-import { asRun, currentRun, hold, release } from './run-holds.js';
+import { asRuns, currentRuns, hold, release, type Runs } from './run-holds.js';
 
 interface Timer {
   fn: (...args: unknown[]) => void;
   args: unknown[];
   repeat: boolean;
-  /** The script run whose code set it (0: none): the timer keeps that run going. */
-  run: number;
+  /** The script runs whose code set it: the timer keeps them going. */
+  runs: Runs;
 }
 
 const timers = new SafeMap<number, Timer>();
@@ -23,9 +23,9 @@ function start(repeat: boolean, fn: unknown, ms: unknown, args: unknown[]): numb
   const id = ++lastId;
   // The worker clamps the delay and refuses a timer over the tenant's limit.
   hostSetTimer(id, delay >= 0 ? delay : 0, repeat);
-  const run = currentRun();
-  timers.set(id, { fn: fn as Timer['fn'], args, repeat, run });
-  hold(run);
+  const runs = currentRuns();
+  timers.set(id, { fn: fn as Timer['fn'], args, repeat, runs });
+  hold(runs);
   return id;
 }
 
@@ -35,7 +35,7 @@ function clear(id: unknown): void {
   if (timer === undefined) return;
   timers.delete(key);
   hostClearTimer(key);
-  release(timer.run);
+  release(timer.runs);
 }
 
 /** Runs a due timer; the worker has already forgotten a one-shot one. */
@@ -44,12 +44,12 @@ export function fireTimer(id: number): void {
   if (timer === undefined) return;
   if (!timer.repeat) timers.delete(id);
   try {
-    asRun(timer.run, () => reflectApply(timer.fn, undefined, timer.args));
+    asRuns(timer.runs, () => reflectApply(timer.fn, undefined, timer.args));
   } catch (error) {
     emit(Op.Error, 0, errorText(error));
   } finally {
     // A one-shot timer holds its run until its callback has run: what that makes holds it on.
-    if (!timer.repeat) release(timer.run);
+    if (!timer.repeat) release(timer.runs);
   }
 }
 

@@ -2,7 +2,7 @@
 // the tenant's endpoints, their registry, and the handler context accessors. Semantics follow Eclipse
 // Dirigible's v4 API (see DIRIGIBLE.md); sockets live in the host, this side
 // only keeps the tenant's view of them.
-import { currentRun, hold } from './run-holds.js';
+import { currentRuns, hold, NO_RUNS, type Runs } from './run-holds.js';
 import {
   config,
   emit,
@@ -38,8 +38,8 @@ interface SocketRecord {
   state: SocketState;
   /** Made when tenant code first asks for it: most sessions are never looked up. */
   api: WebsocketClient | WebsocketSession | null;
-  /** The script run that made this client (0: none, and for a session): the client keeps it going until its onClose has run. */
-  run: number;
+  /** The script runs that made this client (none for a session): the client keeps them going until its onClose has run. */
+  runs: Runs;
 }
 
 /** The event a handler call is serving; null between calls. */
@@ -123,8 +123,8 @@ function makeApi(record: SocketRecord): WebsocketClient | WebsocketSession {
   return freeze({ id, uri, handler: record.handler, engine: record.engine, send, close: () => close() });
 }
 
-function register(fields: Omit<SocketRecord, 'api' | 'run'>, run = 0): SocketRecord {
-  const record: SocketRecord = { ...fields, api: null, run };
+function register(fields: Omit<SocketRecord, 'api' | 'runs'>, runs: Runs = NO_RUNS): SocketRecord {
+  const record: SocketRecord = { ...fields, api: null, runs };
   sockets.set(fields.id, record);
   return record;
 }
@@ -145,9 +145,9 @@ function userOf(record: SocketRecord): SessionUser {
   return users.get(record.id)!;
 }
 
-/** The script run a socket belongs to (0: none). */
-export function runOfSocket(id: string): number {
-  return sockets.get(id)?.run ?? 0;
+/** The script runs a socket belongs to. */
+export function runsOfSocket(id: string): Runs {
+  return sockets.get(id)?.runs ?? NO_RUNS;
 }
 
 /** The handler a socket's events go to, or null if it is not this tenant's. */
@@ -178,9 +178,9 @@ export const websockets = freeze({
     // inside this project) and throws an Error naming what is wrong.
     const id = StringCtor(hostConnect(uri, handler, engine));
     const name = engine === undefined || engine === null ? 'javascript' : StringCtor(engine);
-    const run = currentRun();
-    hold(run);
-    return apiOf(register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null, user: '' }, run)) as WebsocketClient;
+    const runs = currentRuns();
+    hold(runs);
+    return apiOf(register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null, user: '' }, runs)) as WebsocketClient;
   },
   getClients(): ClientMetadata[] {
     const list: ClientMetadata[] = [];

@@ -46,6 +46,29 @@ describe('sandbox-api typings', () => {
     expect(result.status).to.equal(0);
   });
 
+  it('typings: @aerokit/sdk/net with Websockets, and the response module under each of its ids, type-check', () => {
+    const result = typeCheck({
+      'p/chat.ts': `
+        import { Websockets, websockets, type WebsocketClient } from "@aerokit/sdk/net";
+        import * as sdkNet from "sdk/net";
+        import { response, Response } from "@aerokit/sdk/http";
+        import * as v4 from "http/v4/response";
+        import * as old from "http/response";
+        import { response as sdkResponse } from "sdk/http";
+        const client: WebsocketClient = Websockets.createWebsocket("ws://127.0.0.1:1/", "p/h");
+        const same: boolean = Websockets === websockets && sdkNet.Websockets === Websockets;
+        client.send(String(same));
+        response.setStatus(Response.CREATED);
+        v4.setHeader("X-Kind", "chat");
+        old.println(Websockets.getClients().length);
+        sdkResponse.write([104, 105]);
+        if (response.isValid()) response.close();
+      `,
+    });
+    expect(result.output).to.equal('');
+    expect(result.status).to.equal(0);
+  });
+
   it('typings: misuse of the API fails to type-check', () => {
     const result = typeCheck({
       'p/bad.ts': [
@@ -53,11 +76,17 @@ describe('sandbox-api typings', () => {
         'createWebsocket(42, "p/h");',
         'getClient("1").send("x");',
         'const cwd = process.cwd();',
+        'import { Websockets } from "@aerokit/sdk/net";',
+        'Websockets.createWebsocket("ws://x/");',
+        'import { setStatus } from "http/v4/response";',
+        'setStatus("200");',
       ].join('\n'),
     });
     expect(result.status).to.equal(2);
     expect(result.output).to.contain("p/bad.ts(2,17): error TS2345: Argument of type 'number' is not assignable to parameter of type 'string'.");
     expect(result.output).to.contain("p/bad.ts(3,1): error TS2531: Object is possibly 'null'.");
     expect(result.output).to.contain("p/bad.ts(4,13): error TS2591: Cannot find name 'process'.");
+    expect(result.output).to.contain('p/bad.ts(6,12): error TS2554: Expected 2-3 arguments, but got 1.');
+    expect(result.output).to.contain("p/bad.ts(8,11): error TS2345: Argument of type 'string' is not assignable to parameter of type 'number'.");
   });
 });
