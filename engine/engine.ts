@@ -218,7 +218,7 @@ export class Engine extends EventEmitter<EngineEvents> {
    * Serves the endpoints on an existing Node HTTP server (an Express or
    * Fastify app's): upgrades under /websockets/v4/service/ are islet's, every
    * other path and request is left to the server's own listeners. Static
-   * project pages are opt-in there, through `handleRequest`.
+   * project pages and scripts over HTTP are opt-in there, through `handleRequest`.
    */
   attach(server: http.Server): void {
     const p = parts(this);
@@ -242,7 +242,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     return parts(this).routes.handleUpgrade(req, socket, head);
   }
 
-  /** Serves the projects' static pages; returns false for any other path. */
+  /** Runs scripts at /services/js/ and serves the projects' static pages; returns false for any other path. */
   handleRequest(req: IncomingMessage, res: ServerResponse): boolean {
     return parts(this).routes.handleRequest(req, res);
   }
