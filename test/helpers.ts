@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type Browser, chromium } from 'playwright-core';
 import WebSocketClient, { type ClientOptions, WebSocketServer, type WebSocket } from 'ws';
 import { type DescriptorProblem, Engine, type EngineOptions, type TenantFailure, type TenantLog } from '../engine/index.js';
 
@@ -306,5 +307,13 @@ export function connect(url: string, options: ClientOptions = {}): Promise<TestC
           ),
       }),
     );
+  });
+}
+
+/** Debian's Chromium, headless, with nothing of its own on the network. */
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
 }

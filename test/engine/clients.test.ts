@@ -4,8 +4,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { makeRoot, REPO, seedProject, serveRoot } from '../helpers.js';
+import { launchChromium, makeRoot, REPO, seedProject, serveRoot } from '../helpers.js';
 
 /** The seed page's server descriptor, unchanged. */
 const SEED_DESCRIPTOR = `{
@@ -24,10 +23,7 @@ describe('endpoint peers', () => {
   it('browser: headless Chromium opens the seed endpoint, sends hello, and the handler logs it', async function () {
     this.timeout(60_000);
     const s = await serveRoot(seedServerRoot({ 'my-project/index.html': '<!doctype html><title>islet</title>' }));
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       await page.goto(`http://localhost:${s.port}/services/web/my-project/index.html`);

@@ -6,8 +6,7 @@
 import { expect } from 'chai';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { connect, makeRoot, runCli, serveRoot, settle, startEngine, VICTIM } from '../helpers.js';
+import { connect, launchChromium, makeRoot, runCli, serveRoot, settle, startEngine, VICTIM } from '../helpers.js';
 
 /** Dirigible's template-websocket (v4 generation) with projectName "demo" and fileName "ws-demo"; the client script's port is the test server's. */
 function templateProject(port: number): Record<string, string> {
@@ -100,10 +99,7 @@ describe('Dirigible projects', () => {
     const s = await serveRoot(root);
     for (const [file, text] of Object.entries(templateProject(s.port))) writeFileSync(path.join(root, file), text);
     await new Promise((resolve) => s.engine.once('endpoints', resolve));
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       const answer = await page.goto(`http://127.0.0.1:${s.port}/services/js/demo/ws-demo-client.js`);
