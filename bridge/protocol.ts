@@ -84,6 +84,8 @@ export type HostToWorker =
   | { t: 'ping' }
   /** The tenant is quarantined: discard its isolate (its timers with it). */
   | { t: 'evict'; tenant: string }
+  /** Script run `run` is out of time (scriptTimeoutMs): it fails, and what it made is let go. */
+  | { t: 'cancel'; tenant: string; run: number }
   | { t: 'event'; id: number; event: 'open' | 'close' }
   | { t: 'event'; id: number; event: 'error'; error: WireError };
 
@@ -181,7 +183,7 @@ function responsePartOk(value: unknown): boolean {
     case 'bytes':
       return typeof part.text === 'string';
     case 'status':
-      return typeof part.status === 'number' && Number.isInteger(part.status) && part.status >= 100 && part.status <= 599;
+      return typeof part.status === 'number' && Number.isInteger(part.status) && part.status >= 200 && part.status <= 599;
     case 'header':
       return typeof part.name === 'string' && typeof part.value === 'string';
     case 'close':

@@ -5,7 +5,7 @@
 import ivm from 'isolated-vm';
 import type { BundledCode, TenantLimits } from './protocol.js';
 
-import { DISPATCHED, OUTPUT_BUFFER_BYTES, OUTPUT_HEADER, Progress, TAKE_SHARED } from '../sandbox-api/wire.js';
+import { DISPATCHED, Event, OUTPUT_BUFFER_BYTES, OUTPUT_HEADER, Progress, TAKE_SHARED } from '../sandbox-api/wire.js';
 
 export { Event, Op } from '../sandbox-api/wire.js';
 
@@ -40,6 +40,7 @@ export class Tenant {
   private readonly defineRef: ivm.Reference<(name: string, factory: unknown, number: number) => void>;
   private readonly adoptRef: ivm.Reference<(list: string[]) => void>;
   private readonly heldRef: ivm.Reference<(run: number) => number>;
+  private readonly cancelRef: ivm.Reference<(run: number) => void>;
   /** Shared with the runtime (wire.ts, `Progress`); outlive the isolate, so they can be read after a memory limit took it. */
   private readonly progress = new Int32Array(new SharedArrayBuffer(Progress.SLOTS * 4));
   private readonly outputBuffer = new SharedArrayBuffer(OUTPUT_BUFFER_BYTES);
@@ -72,6 +73,7 @@ export class Tenant {
       this.defineRef = api.getSync('define', { reference: true }) as ivm.Reference<(n: string, f: unknown, number: number) => void>;
       this.adoptRef = api.getSync('adopt', { reference: true }) as ivm.Reference<(list: string[]) => void>;
       this.heldRef = api.getSync('held', { reference: true }) as ivm.Reference<(run: number) => number>;
+      this.cancelRef = api.getSync('cancel', { reference: true }) as ivm.Reference<(run: number) => void>;
       api.release();
       removeBootstrapGlobals(this.context);
     } catch (error) {
@@ -124,6 +126,19 @@ export class Tenant {
   held(run: number): number {
     const held = this.heldRef.applySync(undefined, [run], this.budget);
     return typeof held === 'number' ? held : 0;
+  }
+
+  /** Cuts script run `run`: its timers are cleared and its clients closed, unless another run holds them too. No tenant code runs. */
+  cancel(run: number): void {
+    // A Run event still waiting in the batch is taken out: that script never runs.
+    for (let i = 0; i + 2 < this.batch.length; i += 3) {
+      if (this.batch[i] === Event.Run && this.batch[i + 1] === run) {
+        this.batch.splice(i, 3);
+        break;
+      }
+    }
+    this.cancelRef.applySync(undefined, [run], this.budget);
+    this.takeShared();
   }
 
   /** Runs the queued events in one call; their output reaches `TenantHost.output` in order, whether or not the call finishes. */
@@ -219,6 +234,7 @@ export class Tenant {
     this.defineRef.release();
     this.adoptRef.release();
     this.heldRef.release();
+    this.cancelRef.release();
     if (!this.isolate.isDisposed) this.isolate.dispose();
   }
 }

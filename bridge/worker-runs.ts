@@ -6,6 +6,8 @@ import type { WorkerToHost } from './protocol.js';
 
 export class WorkerRuns {
   private readonly pending = new Map<string, Set<number>>();
+  /** Runs whose script has not run yet (its event waits in a batch): none of them is over, whatever it holds. */
+  private readonly notStarted = new Set<number>();
 
   constructor(private readonly send: (message: WorkerToHost) => void) {}
 
@@ -13,6 +15,12 @@ export class WorkerRuns {
     let runs = this.pending.get(tenant);
     if (runs === undefined) this.pending.set(tenant, (runs = new Set()));
     runs.add(run);
+    this.notStarted.add(run);
+  }
+
+  /** Run `run`'s script has run (its top-level code is over). */
+  started(run: number): void {
+    this.notStarted.delete(run);
   }
 
   /** Is run `run` the tenant's, and still going? */
@@ -28,6 +36,7 @@ export class WorkerRuns {
   uncaught(tenant: string, run: number, error: WireError): void {
     const runs = this.pending.get(tenant);
     if (run !== 0 && runs?.delete(run)) {
+      this.notStarted.delete(run);
       this.send({ t: 'runDone', run, error });
       return;
     }
@@ -42,7 +51,10 @@ export class WorkerRuns {
   fail(tenant: string, error: WireError): void {
     const runs = this.pending.get(tenant);
     if (runs === undefined) return;
-    for (const id of runs) this.send({ t: 'runDone', run: id, error });
+    for (const id of runs) {
+      this.notStarted.delete(id);
+      this.send({ t: 'runDone', run: id, error });
+    }
     runs.clear();
   }
 
@@ -51,7 +63,7 @@ export class WorkerRuns {
     const runs = this.pending.get(tenant);
     if (runs === undefined) return;
     for (const run of runs) {
-      if (!over(run)) continue;
+      if (this.notStarted.has(run) || !over(run)) continue;
       runs.delete(run);
       this.send({ t: 'runDone', run });
     }

@@ -3,7 +3,7 @@
 // call, and sends the tenant's output back. It trusts the host and nothing
 // that comes out of an isolate: every output is checked here (types, sizes,
 // which tenant owns the socket) before it is forwarded. main.ts runs it.
-import { errorLine, fromIsolate, type WireError } from './errors.js';
+import { errorLine, type WireError } from './errors.js';
 import type { ProgressLog } from './progress-log.js';
 import { FrameKind, FrameReader, type FrameWriter } from './frames.js';
 import type { HostToWorker, SocketInfo, TenantLimits, WorkerToHost } from './protocol.js';
@@ -120,6 +120,7 @@ export class Worker {
     const cpuBefore = tenant.cpuNs();
     try {
       tenant.dispatch();
+      this.ranScripts(tenant.lastBatch, tenant.lastBatch.length);
       this.settleRuns(tenant.name);
     } catch (error) {
       this.failedCall(tenant, error);
@@ -155,6 +156,7 @@ export class Worker {
       const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : message;
       const boundary = stack.indexOf('\n    at (<isolated-vm boundary>)');
       this.runs.uncaught(tenant.name, 0, { code: 'ISLET_ERR_UNCAUGHT', detail: `unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}` });
+      this.ranScripts(tenant.lastBatch, tenant.lastBatch.length);
       this.settleRuns(tenant.name);
       return;
     }
@@ -197,6 +199,8 @@ export class Worker {
    */
   private resume(tenant: Tenant, at: number, fault: WireError, lost: boolean): void {
     const batch = tenant.lastBatch;
+    // The scripts before the stopped event ran; those after it wait for their turn again.
+    this.ranScripts(batch, at);
     const ran = at >= 0 && at + 2 < batch.length;
     const kind = ran ? (batch[at] as number) : -1;
     const id = ran ? (batch[at + 1] as number) : 0;
@@ -228,6 +232,11 @@ export class Worker {
     }
     target.batch = next.concat(target.batch);
     this.turns.wake(target);
+  }
+
+  /** The scripts of the batch's first `end` entries have run. */
+  private ranScripts(batch: Batch, end: number): void {
+    for (let i = 0; i + 2 < batch.length && i < end; i += 3) if (batch[i] === Event.Run) this.runs.started(batch[i + 1] as number);
   }
 
   /** A run is done when it holds nothing: none of the timers and clients its code made (and theirs made) is left. */
@@ -280,7 +289,20 @@ export class Worker {
           this.runs.add(message.tenant, message.run);
           tenant.define(message.script);
         } catch (error) {
-          this.runs.uncaught(message.tenant, message.run, fromIsolate((error as Error).stack ?? String(error)));
+          // Compiling failed (a syntax V8 refuses, its memory limit): the message says why; its stack is this process's.
+          this.runs.uncaught(message.tenant, message.run, { code: 'ISLET_ERR_UNCAUGHT', detail: error instanceof Error ? error.message : String(error) });
+          const broken = this.tenants.get(message.tenant);
+          if (broken?.isolate.isDisposed === true) {
+            // Its next event or run gets a new isolate, rather than "Isolate is disposed" for good.
+            this.tenants.delete(message.tenant);
+            this.turns.forget(broken);
+            broken.dispose();
+            if (broken.batch.length > 0) {
+              const next = this.tenantNamed(message.tenant);
+              next.batch = broken.batch.concat(next.batch);
+              this.turns.wake(next);
+            }
+          }
           break;
         }
         this.turns.queue(tenant, Event.Run, message.run, message.script.name);
@@ -308,6 +330,16 @@ export class Worker {
         this.turns.forget(tenant);
         tenant.dispose();
         this.runs.uncaught(message.tenant, 0, { code: 'ISLET_ERR_QUARANTINED', detail: 'the tenant was quarantined; its isolate was discarded' });
+        break;
+      }
+      case 'cancel': {
+        if (!this.runs.owns(message.tenant, message.run)) break;
+        try {
+          this.tenants.get(message.tenant)?.cancel(message.run);
+        } catch {
+          // An isolate that cannot be reached holds nothing of the run's any more.
+        }
+        this.runs.uncaught(message.tenant, message.run, { code: 'ISLET_ERR_TIMEOUT', detail: 'the run was cut at scriptTimeoutMs' });
         break;
       }
       case 'accept': {

@@ -64,8 +64,9 @@ export function printer(format: LogFormat, server = false): Printer {
   if (format === 'text') {
     return {
       tenant({ tenant, level, text, handler, socket }) {
-        const line = handler === undefined ? `[${tenant}] ${text}\n` : `[${tenant} ${handler}#${socket}] ${text}\n`;
-        (level === 'warn' || level === 'error' ? stderr : stdout)(line);
+        // Every line of it tagged: a tenant's text must not print lines that pass for another tenant's or islet's.
+        const tag = handler === undefined ? `[${tenant}] ` : `[${tenant} ${handler}#${socket}] `;
+        (level === 'warn' || level === 'error' ? stderr : stdout)(tag + text.replaceAll('\n', '\n' + tag) + '\n');
       },
       islet(text, problem = false) {
         (problem ? stderr : stdout)(`${text}\n`);

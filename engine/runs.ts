@@ -46,12 +46,6 @@ export class Runs {
     else run.reject(failure);
   }
 
-  /** Gives up on run `id` (it ran past its time): it fails with `error`; what its tenant does later is not waited for. */
-  abandon(id: number, error: IsletError): void {
-    this.pending.get(id)?.reject(error);
-    this.pending.delete(id);
-  }
-
   /** Fails every pending run of a tenant that `match` picks. */
   fail(match: (tenant: string) => boolean, error: Error): void {
     for (const [id, run] of this.pending) {

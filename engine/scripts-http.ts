@@ -101,8 +101,11 @@ export class ServedScripts {
       if (answered) return;
       answered = true;
       if (res.destroyed) return;
-      res.writeHead(response.status, { 'content-type': 'text/plain; charset=utf-8', ...response.headers, 'content-length': response.body.length, 'x-content-type-options': 'nosniff' });
-      res.end(res.req.method === 'HEAD' ? undefined : response.body);
+      // 204 and 304 have no body, nor a length (RFC 9110 8.6); a HEAD answer has the length without the body.
+      const bodiless = response.status === 204 || response.status === 304;
+      const length = bodiless ? {} : { 'content-length': response.body.length };
+      res.writeHead(response.status, { 'content-type': 'text/plain; charset=utf-8', ...response.headers, ...length, 'x-content-type-options': 'nosniff' });
+      res.end(res.req.method === 'HEAD' || bodiless ? undefined : response.body);
     };
     const fail = (error: IsletError): void => {
       if (!answered) {
@@ -119,15 +122,20 @@ export class ServedScripts {
       fail(islet.code === 'ISLET_ERR_SCRIPT_NOT_FOUND' ? new IsletError(islet.code, `no script ${script}`) : islet);
       return;
     }
+    // Out of time: answered 504 now; the worker cuts the run (its timers cleared, its clients closed), and the
+    // request keeps its place in maxScriptRuns until the run is over there, so cut runs cannot pile up.
     const timer = setTimeout(() => {
-      runHost.runs.abandon(run.id, new IsletError('ISLET_ERR_TIMEOUT', `script ${script} did not finish within ${options.limits.scriptTimeoutMs} ms (limit scriptTimeoutMs)`));
+      const late = new IsletError('ISLET_ERR_TIMEOUT', `script ${script} did not finish within ${options.limits.scriptTimeoutMs} ms (limit scriptTimeoutMs)`);
+      if (!answered) emit('tenantError', failure(tenant, late));
+      fail(late);
+      runHost.workerFor(tenant).send({ t: 'cancel', tenant, run: run.id }, tenant);
     }, options.limits.scriptTimeoutMs);
     try {
       send(await run.done);
     } catch (error) {
       const islet = asIsletError(error);
       // The operator hears of a failed run too, even one whose answer already went out.
-      emit('tenantError', failure(tenant, islet));
+      if (!answered) emit('tenantError', failure(tenant, islet));
       fail(islet);
     } finally {
       clearTimeout(timer);

@@ -172,23 +172,26 @@ let overflowed = false;
  * Hands one operation to the worker, now: output never waits in the
  * isolate's heap, so a call that is stopped, throws a stray rejection or
  * loses its isolate has lost none of what it did before. `text` is a
- * primitive string. The output of one call is bounded here, by its length
+ * primitive string; false when it was dropped. The output of one call is bounded here, by its length
  * (known without reading the text): one 64 KiB string logged a thousand
  * times costs the isolate almost nothing, but 64 MB in the worker.
  */
-export function emit(op: number, id: number, text: string): void {
-  if (overflowed) return;
+export function emit(op: number, id: number, text: string): boolean {
+  if (overflowed) return false;
+  let handedOver = true;
   if (callOutput + text.length + OP_COST > config.maxOutputBytes) {
     overflowed = true;
+    handedOver = false;
     text = `ISLET_ERR_LIMIT_OUTPUT: the output of one call is over ${config.maxOutputBytes} (limit maxOutputBytes, each send, reply or console line counting ${OP_COST} more than its text); the rest of its sends, replies and console lines were dropped`;
-    op = Op.HandlerError;
+    // An error of no run: it fails the tenant's pending runs, whose responses may have lost parts with the rest.
+    op = Op.Error;
     id = 0;
   }
   callOutput += text.length + OP_COST;
   const length = text.length;
   if (length > SHARED_TEXT_MAX || id > 0xffffffff) {
     hostOutput(op, id, text);
-    return;
+    return handedOver;
   }
   let at = progress[Progress.Output]!;
   if (at + OUTPUT_HEADER + length > outputBuffer.length) {
@@ -202,6 +205,7 @@ export function emit(op: number, id: number, text: string): void {
   for (let i = 0; i < length; i++) outputBuffer[at + OUTPUT_HEADER + i] = charCodeAt(text, i);
   // Only now is it the worker's: an isolate lost mid-write leaves no half operation.
   progress[Progress.Output] = at + OUTPUT_HEADER + length;
+  return handedOver;
 }
 
 /** The dispatch loop is done: the worker writes out what it has (wire.ts, DISPATCHED). */

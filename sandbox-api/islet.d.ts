@@ -145,7 +145,7 @@ declare module 'http/v4/response' {
   export function close(): void;
   /** False once closed (and in a handler module). */
   export function isValid(): boolean;
-  /** An HTTP status from 100 to 599; 200 unless set. Under `islet run`, 400 or more makes the exit code 1. */
+  /** An HTTP status from 200 to 599; 200 unless set. Under `islet run`, 400 or more makes the exit code 1. */
   export function setStatus(status: number): void;
   /** A header of the answer; Content-Length, Transfer-Encoding, Connection and the like are the host's. */
   export function setHeader(name: string, value: string): void;

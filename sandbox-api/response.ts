@@ -70,7 +70,10 @@ export function newResponse(run: number): object {
   let closed = false;
   const part = (kind: string, payload: string): void => {
     if (closed) throw new ErrorCtor('ISLET_ERR_RESPONSE_CLOSED: the response is closed; nothing more can be written to it');
-    emit(Op.Response, run, encodeResponsePart(kind, payload));
+    // A response cut short must not pass for a whole one: the script hears of it (its run fails with the limit: host.ts, emit).
+    if (!emit(Op.Response, run, encodeResponsePart(kind, payload))) {
+      throw new ErrorCtor('ISLET_ERR_LIMIT_OUTPUT: this call\'s output is over maxOutputBytes: the response lost this part');
+    }
   };
   const response = {
     ...STATUS,
@@ -97,8 +100,9 @@ export function newResponse(run: number): object {
       return !closed;
     },
     setStatus(status: unknown): void {
-      if (typeof status !== 'number' || status % 1 !== 0 || status < 100 || status > 599) {
-        throw new RangeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: setStatus takes an HTTP status from 100 to 599, got ${text(status)}`);
+      // 1xx are not a final answer: 100 would leave the client waiting, 101 would announce a protocol switch.
+      if (typeof status !== 'number' || status % 1 !== 0 || status < 200 || status > 599) {
+        throw new RangeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: setStatus takes an HTTP status from 200 to 599, got ${text(status)}`);
       }
       part('s', StringCtor(status));
     },

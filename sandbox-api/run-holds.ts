@@ -74,6 +74,15 @@ export function release(runs: Runs): void {
   }
 }
 
+/** `runs` without `run`, as a new list (`runs` itself when it has not got it). */
+export function without(runs: Runs, run: number): Runs {
+  if (!includes(runs, run)) return runs;
+  const rest: Runs = newList();
+  for (let i = 0; i < runs.length; i++) if (runs[i] !== run) rest[rest.length] = runs[i]!;
+  release(only(run));
+  return rest;
+}
+
 /** What run `run` holds: 0 when it is over. */
 export function held(run: number): number {
   return holds.get(run) ?? 0;

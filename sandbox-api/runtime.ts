@@ -24,7 +24,7 @@ import {
   then,
 } from './host.js';
 import { ADOPT_FIELDS, decodeSessionOpen, encodeModuleFailed, Event, Op, Progress } from './wire.js';
-import { fireTimer, installTimers, watchdog } from './timers.js';
+import { cancelTimersOf, fireTimer, installTimers, watchdog } from './timers.js';
 import { installWasm } from './wasm.js';
 import { newResponse, noResponse } from './response.js';
 import { asRuns, callStarts, eventsDone, held, only, release, type Runs } from './run-holds.js';
@@ -38,6 +38,7 @@ import {
   isSession,
   markOpen,
   websockets,
+  cancelClientsOf,
   runsOfSocket,
   withContext,
 } from './websockets.js';
@@ -343,6 +344,12 @@ function define(name: string, factory: Factory | null, number: number): void {
   modules.set(name, { factory, number, exports: undefined, loaded: false });
 }
 
+/** Cuts a run whose time is up: what it holds is let go (no tenant code runs). */
+function cancel(run: number): void {
+  cancelTimersOf(run);
+  cancelClientsOf(run);
+}
+
 /** Rebuilds the socket registry after the isolate was recreated: flat, ADOPT_FIELDS strings a socket, own elements of a copied array. */
 function adopt(list: string[]): void {
   for (let i = 0; i + ADOPT_FIELDS <= list.length; i += ADOPT_FIELDS) {
@@ -356,4 +363,4 @@ installWasm(globalThis);
 
 // What the worker takes hold of (and then deletes from the global object).
 // Plain data properties: isolated-vm does not read through getters.
-(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, define, dispatch, held });
+(globalThis as unknown as Record<string, unknown>).__isletRuntime = freeze({ adopt, cancel, define, dispatch, held });

@@ -2,7 +2,7 @@
 // clock (so it knows when a tenant is idle) and sends a Timer event when one
 // is due. Microtasks are V8's own; queueMicrotask is built on a promise.
 import { Op, reflectApply, SafeMap, TypeErrorCtor, emit, errorText, hostClearTimer, hostSetTimer, promiseResolve, then } from './host.js';
-import { asRuns, currentRuns, hold, release, type Runs } from './run-holds.js';
+import { asRuns, currentRuns, hold, release, type Runs, without } from './run-holds.js';
 
 interface Timer {
   fn: (...args: unknown[]) => void;
@@ -51,6 +51,18 @@ export function fireTimer(id: number): void {
     // A one-shot timer holds its run until its callback has run: what that makes holds it on.
     if (!timer.repeat) release(timer.runs);
   }
+}
+
+/** Run `run` was cut (its time is up): its timers no longer hold it, and those only it held are cleared. */
+export function cancelTimersOf(run: number): void {
+  timers.forEach((timer, id) => {
+    const rest = without(timer.runs, run);
+    if (rest === timer.runs) return;
+    timer.runs = rest;
+    if (rest.length > 0) return;
+    timers.delete(id);
+    hostClearTimer(id);
+  });
 }
 
 /** A timer of the runtime's own (it counts toward the tenant's timers); returns its cancel. */

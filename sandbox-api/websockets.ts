@@ -2,7 +2,7 @@
 // the tenant's endpoints, their registry, and the handler context accessors. Semantics follow Eclipse
 // Dirigible's v4 API (see DIRIGIBLE.md); sockets live in the host, this side
 // only keeps the tenant's view of them.
-import { currentRuns, hold, NO_RUNS, type Runs } from './run-holds.js';
+import { currentRuns, hold, NO_RUNS, type Runs, without } from './run-holds.js';
 import {
   config,
   emit,
@@ -143,6 +143,18 @@ function userOf(record: SocketRecord): SessionUser {
   if (record.user === '') return null;
   if (!users.has(record.id)) users.set(record.id, jsonParse(record.user) as SessionUser);
   return users.get(record.id)!;
+}
+
+/** Run `run` was cut: its clients no longer hold it, and those only it held are closed (their onClose runs as usual). */
+export function cancelClientsOf(run: number): void {
+  sockets.forEach((record) => {
+    const rest = without(record.runs, run);
+    if (rest === record.runs) return;
+    record.runs = rest;
+    if (rest.length > 0 || record.state === 'closing') return;
+    record.state = 'closing';
+    emit(Op.Close, Number(record.id), '');
+  });
 }
 
 /** The script runs a socket belongs to. */

@@ -211,7 +211,7 @@ describe('Dirigible projects', () => {
     const s = await serveRoot(
       makeRoot({
         'p/throws.js': 'function fail() {\n  throw new Error("broken script");\n}\nfail();',
-        'p/forever.js': 'setInterval(() => {}, 50);',
+        'p/forever.js': 'setInterval(() => console.log("tick"), 50);',
         'p/bad-bundle.js': 'const x = ;',
         ...VICTIM,
       }),
@@ -232,7 +232,30 @@ describe('Dirigible projects', () => {
     expect(bundle[1]).to.match(/^ISLET_ERR_BUNDLE: p\/bad-bundle\.js:1:1\d: /);
     victim.ws.send('still');
     expect(await victim.receive(1)).to.deep.equal(['victim still']);
+    // The cut run's interval went with it.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const ticks = s.lines().filter((l) => l === 'tick').length;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(s.lines().filter((l) => l === 'tick').length).to.equal(ticks);
     expect(s.errors.map((e) => e.code)).to.have.members(['ISLET_ERR_UNCAUGHT', 'ISLET_ERR_TIMEOUT']);
+  });
+
+  it('scripts over HTTP: runs queued behind a call stopped at its budget are not answered before they ran', async function () {
+    this.timeout(30_000);
+    const s = await serveRoot(makeRoot({ 'p/work.js': 'const end = Date.now() + 150; while (Date.now() < end) {}\nrequire("http/v4/response").print("result=42");' }), {
+      limits: { callTimeoutMs: 400 },
+    });
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        const answer = await fetch(`http://127.0.0.1:${s.port}/services/js/p/work.js`);
+        return [answer.status, await answer.text()] as const;
+      }),
+    );
+    for (const [status, text] of answers) {
+      if (status === 200) expect(text).to.equal('result=42');
+      else expect([status, text.slice(0, 17)]).to.deep.equal([504, 'ISLET_ERR_TIMEOUT']);
+    }
+    expect(answers.filter(([status]) => status === 200).length).to.be.at.least(4);
   });
 
   it('scripts over HTTP: --no-scripts (scripts: false) answers 404; with access control a token is needed', async () => {
