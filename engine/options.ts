@@ -78,7 +78,7 @@ export const DEFAULT_LIMITS: TenantLimits = {
   maxBundleBytes: 8 * 1024 * 1024,
   messagesPerSecond: 0,
   scriptTimeoutMs: 30_000,
-  maxScriptRuns: 100,
+  maxScriptRuns: 16,
   maxResponseBytes: 8 * 1024 * 1024,
 };
 

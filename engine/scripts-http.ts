@@ -3,7 +3,9 @@
 // through `http/v4/response`. Each request gets the limits of any run (call
 // budget, quarantine), the access control of the endpoints, a bound on runs
 // going at once per tenant, and a time limit.
+import { realpathSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import path from 'node:path';
 import { asIsletError, IsletError } from '../bridge/errors.js';
 import { tenantOf } from '../bridge/handler-ids.js';
 import { decide, type ServedScript } from './authorize.js';
@@ -64,8 +66,26 @@ export class ServedScripts {
       answer(res, 404, 'not a script: /services/js/<project>/<path>.js (or .mjs, .ts)');
       return true;
     }
+    if (!this.spelledAsItIs(script)) {
+      answer(res, 404, `ISLET_ERR_SCRIPT_NOT_FOUND: no script ${script}`);
+      return true;
+    }
     void this.run(req, res, script, tenantOf(script));
     return true;
+  }
+
+  /**
+   * Over HTTP a script is named by its own path: no linked folder on the way.
+   * Else one file answers to endless spellings (a link to `.` repeated), each
+   * bundled and cached on its own.
+   */
+  private spelledAsItIs(script: string): boolean {
+    const root = this.host.options.root;
+    try {
+      return realpathSync(path.join(root, script)) === path.join(realpathSync(root), script);
+    } catch {
+      return true; // not there: the run answers 404
+    }
   }
 
   private async run(req: IncomingMessage, res: ServerResponse, script: string, tenant: string): Promise<void> {

@@ -46,7 +46,8 @@ export function fireTimer(id: number): void {
   try {
     asRuns(timer.runs, () => reflectApply(timer.fn, undefined, timer.args));
   } catch (error) {
-    emit(Op.Error, 0, errorText(error));
+    // It fails the one run whose timer it is; a timer of no run (or of several) fails them all.
+    emit(Op.Error, timer.runs.length === 1 ? timer.runs[0]! : 0, errorText(error));
   } finally {
     // A one-shot timer holds its run until its callback has run: what that makes holds it on.
     if (!timer.repeat) release(timer.runs);

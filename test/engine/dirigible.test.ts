@@ -4,7 +4,7 @@
 // `GET /services/js/…` from a real Chromium; a TypeScript project on the
 // newest SDK's ids; and the response module's errors.
 import { expect } from 'chai';
-import { writeFileSync } from 'node:fs';
+import { symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { connect, launchChromium, makeRoot, runCli, serveRoot, settle, startEngine, VICTIM } from '../helpers.js';
 
@@ -256,6 +256,24 @@ describe('Dirigible projects', () => {
       else expect([status, text.slice(0, 17)]).to.deep.equal([504, 'ISLET_ERR_TIMEOUT']);
     }
     expect(answers.filter(([status]) => status === 200).length).to.be.at.least(4);
+  });
+
+  it('scripts over HTTP: one run\'s timer that throws fails that run only; a path through a linked folder is 404', async () => {
+    const root = makeRoot({
+      'p/bad.js': 'setTimeout(() => { throw new Error("bad run, secret detail"); }, 100);',
+      'p/good.js': 'setTimeout(() => require("http/v4/response").print("good run"), 400);',
+    });
+    symlinkSync('.', path.join(root, 'p/loop'));
+    const s = await serveRoot(root);
+    const get = async (script: string): Promise<[number, string]> => {
+      const answer = await fetch(`http://127.0.0.1:${s.port}/services/js/${script}`);
+      return [answer.status, await answer.text()];
+    };
+    const [bad, good] = await Promise.all([get('p/bad.js'), get('p/good.js')]);
+    expect(bad[0]).to.equal(500);
+    expect(bad[1]).to.contain('bad run, secret detail');
+    expect(good).to.deep.equal([200, 'good run']);
+    expect(await get('p/loop/loop/good.js')).to.deep.equal([404, 'ISLET_ERR_SCRIPT_NOT_FOUND: no script p/loop/loop/good.js\n']);
   });
 
   it('scripts over HTTP: --no-scripts (scripts: false) answers 404; with access control a token is needed', async () => {
