@@ -124,6 +124,8 @@ export class ServedScripts {
       // 204 and 304 have no body, nor a length (RFC 9110 8.6); a HEAD answer has the length without the body.
       const bodiless = response.status === 204 || response.status === 304;
       const length = bodiless ? {} : { 'content-length': response.body.length };
+      // The answer is held in memory until the peer has read it: one that stops reading is dropped.
+      res.setTimeout(options.upgradeTimeoutMs, () => res.destroy());
       res.writeHead(response.status, { 'content-type': 'text/plain; charset=utf-8', ...response.headers, ...length, 'x-content-type-options': 'nosniff' });
       res.end(res.req.method === 'HEAD' || bodiless ? undefined : response.body);
     };
