@@ -5,6 +5,7 @@
 // newest SDK's ids; and the response module's errors.
 import { expect } from 'chai';
 import { symlinkSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { connect, launchChromium, makeRoot, runCli, serveRoot, settle, startEngine, VICTIM } from '../helpers.js';
 
@@ -274,6 +275,26 @@ describe('Dirigible projects', () => {
     expect(bad[1]).to.contain('bad run, secret detail');
     expect(good).to.deep.equal([200, 'good run']);
     expect(await get('p/loop/loop/good.js')).to.deep.equal([404, 'ISLET_ERR_SCRIPT_NOT_FOUND: no script p/loop/loop/good.js\n']);
+  });
+
+  it('scripts over HTTP: a peer that stops reading a large answer is dropped after upgradeTimeoutMs', async function () {
+    this.timeout(30_000);
+    const s = await serveRoot(makeRoot({ 'p/big.js': 'require("http/v4/response").print("x".repeat(8 * 1024 * 1024));' }), { upgradeTimeoutMs: 500 });
+    const socket = net.connect(s.port, '127.0.0.1');
+    socket.write('GET /services/js/p/big.js HTTP/1.1\r\nHost: x\r\n\r\n');
+    socket.pause(); // reads nothing for 3 s, then what is left
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    let received = 0;
+    socket.on('data', (chunk: Buffer) => (received += chunk.length));
+    const ended = await new Promise<boolean>((resolve) => {
+      socket.once('close', () => resolve(true));
+      socket.on('error', () => {});
+      socket.resume();
+      setTimeout(() => resolve(false), 10_000);
+    });
+    socket.destroy();
+    expect(ended).to.equal(true);
+    expect(received).to.be.below(8 * 1024 * 1024);
   });
 
   it('scripts over HTTP: --no-scripts (scripts: false) answers 404; with access control a token is needed', async () => {
