@@ -105,3 +105,8 @@ export function fromIsolate(text: string): WireError {
   const code = colon < 0 ? '' : text.slice(0, colon);
   return isErrorCode(code) ? { code, detail: text.slice(colon + 2) } : { code: 'ISLET_ERR_UNCAUGHT', detail: text };
 }
+
+/** The error with more said about it (`more` starts with its own separator). */
+export function withMore(error: WireError, more: string): WireError {
+  return { code: error.code, detail: error.detail + more };
+}

@@ -3,6 +3,7 @@
 // the first error nothing caught.
 import type { WireError } from './errors.js';
 import type { WorkerToHost } from './protocol.js';
+import { type Batch, Event } from './tenant.js';
 
 export class WorkerRuns {
   private readonly pending = new Map<string, Set<number>>();
@@ -18,9 +19,9 @@ export class WorkerRuns {
     this.notStarted.add(run);
   }
 
-  /** Run `run`'s script has run (its top-level code is over). */
-  started(run: number): void {
-    this.notStarted.delete(run);
+  /** The scripts of the batch's first `end` entries have run (their top-level code is over). */
+  startedIn(batch: Batch, end: number): void {
+    for (let i = 0; i + 2 < batch.length && i < end; i += 3) if (batch[i] === Event.Run) this.notStarted.delete(batch[i + 1] as number);
   }
 
   /** Is run `run` the tenant's, and still going? */

@@ -118,3 +118,8 @@ export class WorkerSockets {
     return this.nextId++;
   }
 }
+
+/** Sockets as a recreated isolate adopts them (wire.ts, `ADOPT_FIELDS`). */
+export function adoptList(list: SocketInfo[]): string[] {
+  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state, socket.endpoint, socket.user]);
+}

@@ -3,16 +3,16 @@
 // call, and sends the tenant's output back. It trusts the host and nothing
 // that comes out of an isolate: every output is checked here (types, sizes,
 // which tenant owns the socket) before it is forwarded. main.ts runs it.
-import { errorLine, type WireError } from './errors.js';
+import { errorLine, type WireError, withMore } from './errors.js';
 import type { ProgressLog } from './progress-log.js';
 import { FrameKind, FrameReader, type FrameWriter } from './frames.js';
-import type { HostToWorker, SocketInfo, TenantLimits, WorkerToHost } from './protocol.js';
+import type { HostToWorker, TenantLimits, WorkerToHost } from './protocol.js';
 import { encodeSessionOpen } from '../sandbox-api/wire.js';
 import { type Batch, Event, Tenant, type TenantHost } from './tenant.js';
 import { WorkerModules } from './worker-modules.js';
 import { forwardOp, type OutputTo } from './worker-output.js';
 import { WorkerRuns } from './worker-runs.js';
-import { WorkerSockets } from './worker-sockets.js';
+import { adoptList, WorkerSockets } from './worker-sockets.js';
 import { Turns } from './worker-turns.js';
 import { WorkerUsage } from './worker-usage.js';
 
@@ -120,7 +120,7 @@ export class Worker {
     const cpuBefore = tenant.cpuNs();
     try {
       tenant.dispatch();
-      this.ranScripts(tenant.lastBatch, tenant.lastBatch.length);
+      this.runs.startedIn(tenant.lastBatch, tenant.lastBatch.length);
       this.settleRuns(tenant.name);
     } catch (error) {
       this.failedCall(tenant, error);
@@ -156,7 +156,7 @@ export class Worker {
       const stack = error instanceof Error && typeof error.stack === 'string' ? error.stack : message;
       const boundary = stack.indexOf('\n    at (<isolated-vm boundary>)');
       this.runs.uncaught(tenant.name, 0, { code: 'ISLET_ERR_UNCAUGHT', detail: `unhandled rejection: ${boundary < 0 ? stack : stack.slice(0, boundary)}` });
-      this.ranScripts(tenant.lastBatch, tenant.lastBatch.length);
+      this.runs.startedIn(tenant.lastBatch, tenant.lastBatch.length);
       this.settleRuns(tenant.name);
       return;
     }
@@ -169,14 +169,13 @@ export class Worker {
       fault = memory
         ? { code: 'ISLET_ERR_MEMORY_LIMIT', detail: `tenant "${tenant.name}" ran out of its ${limits.memoryMiB} MiB heap (limit memoryMiB); its isolate was discarded and is recreated on its next event` }
         : { code: 'ISLET_ERR_UNCAUGHT', detail: `tenant "${tenant.name}" lost its isolate (${message}); it is recreated on its next event` };
-      this.tenants.delete(tenant.name);
-      tenant.dispose();
+      this.discard(tenant);
     } else {
       this.usage.timeout(tenant.name);
       fault = { code: 'ISLET_ERR_TIMEOUT', detail: `tenant "${tenant.name}" ran past its budget of ${limits.callTimeoutMs} ms (limit callTimeoutMs)` };
     }
     if (stopped.loading !== null) {
-      const detail = lost ? and(fault, ', while the module loaded') : { code: fault.code, detail: 'its code ran past the call budget while the module loaded (limit callTimeoutMs)' };
+      const detail = lost ? withMore(fault, ', while the module loaded') : { code: fault.code, detail: 'its code ran past the call budget while the module loaded (limit callTimeoutMs)' };
       this.modules.fail(tenant.name, stopped.loading, detail);
       if (!lost) {
         try {
@@ -200,11 +199,11 @@ export class Worker {
   private resume(tenant: Tenant, at: number, fault: WireError, lost: boolean): void {
     const batch = tenant.lastBatch;
     // The scripts before the stopped event ran; those after it wait for their turn again.
-    this.ranScripts(batch, at);
+    this.runs.startedIn(batch, at);
     const ran = at >= 0 && at + 2 < batch.length;
     const kind = ran ? (batch[at] as number) : -1;
     const id = ran ? (batch[at + 1] as number) : 0;
-    const stoppedIn = (what: string): WireError => (lost ? fault : and(fault, `; ${what} was stopped`));
+    const stoppedIn = (what: string): WireError => (lost ? fault : withMore(fault, `; ${what} was stopped`));
     const next: Batch = [];
     if (!ran) this.runs.uncaught(tenant.name, 0, stoppedIn('it'));
     else if (kind === Event.Run) {
@@ -213,9 +212,9 @@ export class Worker {
     } else if (kind === Event.Timer) this.runs.uncaught(tenant.name, 0, stoppedIn('a timer callback'));
     // onError hears of it, unless onError is what failed: then only the host does.
     else if (kind !== Event.Error && this.sockets.owns(tenant.name, id)) {
-      next.push(Event.Error, id, errorLine(and(fault, '; its handler was stopped')));
+      next.push(Event.Error, id, errorLine(withMore(fault, '; its handler was stopped')));
       if (lost) this.runs.uncaught(tenant.name, 0, fault);
-    } else this.runs.uncaught(tenant.name, 0, and(fault, '; its handler was stopped'));
+    } else this.runs.uncaught(tenant.name, 0, withMore(fault, '; its handler was stopped'));
     if (ran) next.push(...batch.slice(at + 3));
     // Events queued for the lost isolate go to its successor.
     if (lost) next.push(...tenant.batch);
@@ -234,9 +233,12 @@ export class Worker {
     this.turns.wake(target);
   }
 
-  /** The scripts of the batch's first `end` entries have run. */
-  private ranScripts(batch: Batch, end: number): void {
-    for (let i = 0; i + 2 < batch.length && i < end; i += 3) if (batch[i] === Event.Run) this.runs.started(batch[i + 1] as number);
+  /** The tenant's isolate is gone for good: the next event of the tenant makes a new one. */
+  private discard(tenant: Tenant): Tenant {
+    this.tenants.delete(tenant.name);
+    this.turns.forget(tenant);
+    tenant.dispose();
+    return tenant;
   }
 
   /** A run is done when it holds nothing: none of the timers and clients its code made (and theirs made) is left. */
@@ -292,16 +294,9 @@ export class Worker {
           // Compiling failed (a syntax V8 refuses, its memory limit): the message says why; its stack is this process's.
           this.runs.uncaught(message.tenant, message.run, { code: 'ISLET_ERR_UNCAUGHT', detail: error instanceof Error ? error.message : String(error) });
           const broken = this.tenants.get(message.tenant);
+          // Its next event or run gets a new isolate, rather than "Isolate is disposed" for good.
           if (broken?.isolate.isDisposed === true) {
-            // Its next event or run gets a new isolate, rather than "Isolate is disposed" for good.
-            this.tenants.delete(message.tenant);
-            this.turns.forget(broken);
-            broken.dispose();
-            if (broken.batch.length > 0) {
-              const next = this.tenantNamed(message.tenant);
-              next.batch = broken.batch.concat(next.batch);
-              this.turns.wake(next);
-            }
+            this.resume(this.discard(broken), -1, { code: 'ISLET_ERR_UNCAUGHT', detail: `tenant "${message.tenant}" lost its isolate while a script compiled; it is recreated on its next event` }, true);
           }
           break;
         }
@@ -326,9 +321,7 @@ export class Worker {
         // Quarantined: its isolate goes, timers and all; a later event (once the quarantine is lifted) starts a fresh one.
         const tenant = this.tenants.get(message.tenant);
         if (tenant === undefined) break;
-        this.tenants.delete(message.tenant);
-        this.turns.forget(tenant);
-        tenant.dispose();
+        this.discard(tenant);
         this.runs.uncaught(message.tenant, 0, { code: 'ISLET_ERR_QUARANTINED', detail: 'the tenant was quarantined; its isolate was discarded' });
         break;
       }
@@ -366,14 +359,4 @@ export class Worker {
       }
     }
   }
-}
-
-/** Sockets as a recreated isolate adopts them (wire.ts, `ADOPT_FIELDS`). */
-function adoptList(list: SocketInfo[]): string[] {
-  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state, socket.endpoint, socket.user]);
-}
-
-/** The fault with more said about it. */
-function and(fault: WireError, more: string): WireError {
-  return { code: fault.code, detail: fault.detail + more };
 }
