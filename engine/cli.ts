@@ -159,13 +159,13 @@ let out: Printer = printer('text');
 
 function watch(engine: Engine): void {
   engine.on('log', (log) => out.tenant(log));
-  engine.on('tenantError', ({ tenant, error }) => out.islet(`[${tenant}] ${error}`, true));
+  engine.on('tenantError', ({ tenant, error }) => out.failure(tenant, error));
   engine.on('workerExit', ({ worker, pid, code, signal }) => {
     const how = signal !== null ? `signal ${signal}` : `exit code ${code}`;
     out.islet(`islet: sandbox worker ${worker} (pid ${pid}) died (${how}); restarting it`, true);
   });
   engine.on('workerRestart', ({ worker, pid }) => out.islet(`islet: sandbox worker ${worker} restarted (pid ${pid})`, true));
-  engine.on('tenantQuarantined', ({ tenant, error }) => out.islet(`[${tenant}] ${error}`, true));
+  engine.on('tenantQuarantined', ({ tenant, error }) => out.failure(tenant, error));
   engine.on('hostError', ({ where, error }) => out.islet(`islet: internal error in ${where}: ${error.message}`, true));
 }
 

@@ -14,6 +14,8 @@ export interface Printer {
   tenant(log: TenantLog): void;
   /** One of islet's own lines (each line of `text` on its own); `problem`: warn, on stderr in text. */
   islet(text: string, problem?: boolean): void;
+  /** A tenant's failure (its text is the tenant's: every line is tagged with it). */
+  failure(tenant: string, text: string): void;
   /** What `islet run`'s script wrote through its response module: as it is, untagged (text), or a record with `response: true` (json). */
   response(chunk: Buffer): void;
   /** Resolves once what was printed is written out (at most `ms`). */
@@ -54,6 +56,14 @@ async function drained(stream: NodeJS.WriteStream, ms: number): Promise<void> {
   if (stream.writableLength > 0) await within(once(stream, 'drain').catch(() => undefined), ms, undefined);
 }
 
+/** Line breaks a terminal or a log reader may take as one: each starts a line. */
+const LINE_BREAK = /\r\n|[\n\r\u0085\u2028\u2029]/g;
+
+/** A tenant's text with every line tagged: it must not print lines that pass for another tenant's or islet's. */
+export function tagged(tag: string, text: string): string {
+  return tag + text.replace(LINE_BREAK, '\n' + tag) + '\n';
+}
+
 /** `server`: the long-running `islet serve`, whose output must not hold the host (see `output`). */
 export function printer(format: LogFormat, server = false): Printer {
   const stdout = output(process.stdout, server);
@@ -64,12 +74,14 @@ export function printer(format: LogFormat, server = false): Printer {
   if (format === 'text') {
     return {
       tenant({ tenant, level, text, handler, socket }) {
-        // Every line of it tagged: a tenant's text must not print lines that pass for another tenant's or islet's.
         const tag = handler === undefined ? `[${tenant}] ` : `[${tenant} ${handler}#${socket}] `;
-        (level === 'warn' || level === 'error' ? stderr : stdout)(tag + text.replaceAll('\n', '\n' + tag) + '\n');
+        (level === 'warn' || level === 'error' ? stderr : stdout)(tagged(tag, text));
       },
       islet(text, problem = false) {
         (problem ? stderr : stdout)(`${text}\n`);
+      },
+      failure(tenant, text) {
+        stderr(tagged(`[${tenant}] `, text));
       },
       response(chunk) {
         process.stdout.write(chunk);
@@ -87,6 +99,9 @@ export function printer(format: LogFormat, server = false): Printer {
     },
     islet(text, problem = false) {
       for (const line of text.split('\n')) if (line !== '') logger[problem ? 'warn' : 'info'](line.replace(/^islet: /, ''));
+    },
+    failure(tenant, text) {
+      logger.warn({ tenant }, text);
     },
     response(chunk) {
       logger.info({ response: true }, chunk.toString('utf8'));

@@ -4,6 +4,7 @@
 // tenant's bundled ones, each evaluated once and failed once.
 import { emit, ErrorCtor, errorText, freeze, Op, progress, reflectApply, SafeMap, StringCtor } from './host.js';
 import { newResponse, noResponse } from './response.js';
+import { asRuns, NO_RUNS } from './run-holds.js';
 import { encodeModuleFailed, Progress } from './wire.js';
 import { websockets } from './websockets.js';
 
@@ -76,7 +77,9 @@ export function requireModule(name: string): unknown {
     const outer = progress[Progress.Loading]!;
     progress[Progress.Loading] = record.number + 1;
     try {
-      record.exports = runFactory(record.factory, requireModule);
+      // A module is the tenant's, whichever event loads it first: what its top-level code makes (an interval) holds no run.
+      const factory = record.factory;
+      record.exports = asRuns(NO_RUNS, () => runFactory(factory, requireModule));
       record.loaded = true;
     } catch (error) {
       // Reported once; the module is not evaluated again for every event.

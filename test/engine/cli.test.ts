@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { tagged } from '../../engine/log-output.js';
 import { CLI, connect, echoPeer, makeRoot, runCli, seedProject, VICTIM } from '../helpers.js';
 
 describe('islet run', () => {
@@ -243,5 +244,11 @@ describe('islet serve', () => {
     const bad = await runCli(['run', 'p/main.js', '--log-format', 'xml'], { cwd: root });
     expect(bad.code).to.equal(2);
     expect(bad.stderr).to.match(/^islet: --log-format takes text or json, got "xml"/);
+  });
+});
+
+describe('CLI output', () => {
+  it('every line of a tenant\'s text is tagged, whatever line break it uses: it cannot print lines that pass for another tenant\'s', () => {
+    expect(tagged('[a] ', 'boom\n[victim] forged\r[victim] also\r\nend\u2028x')).to.equal('[a] boom\n[a] [victim] forged\n[a] [victim] also\n[a] end\n[a] x\n');
   });
 });
