@@ -146,9 +146,11 @@ export class ServedScripts {
     }
     // Out of time: answered 504 now; the worker cuts the run (its timers cleared, its clients closed), and the
     // request keeps its place in maxScriptRuns until the run is over there, so cut runs cannot pile up.
+    let cut = false;
     const timer = setTimeout(() => {
+      cut = true;
       const late = new IsletError('ISLET_ERR_TIMEOUT', `script ${script} did not finish within ${options.limits.scriptTimeoutMs} ms (limit scriptTimeoutMs)`);
-      if (!answered) emit('tenantError', failure(tenant, late));
+      emit('tenantError', failure(tenant, late));
       fail(late);
       runHost.workerFor(tenant).send({ t: 'cancel', tenant, run: run.id }, tenant);
     }, options.limits.scriptTimeoutMs);
@@ -156,8 +158,8 @@ export class ServedScripts {
       send(await run.done);
     } catch (error) {
       const islet = asIsletError(error);
-      // The operator hears of a failed run too, even one whose answer already went out.
-      if (!answered) emit('tenantError', failure(tenant, islet));
+      // The operator hears of a failed run too, even one whose answer already went out (a cut one was told at the cut).
+      if (!cut) emit('tenantError', failure(tenant, islet));
       fail(islet);
     } finally {
       clearTimeout(timer);
