@@ -2,7 +2,7 @@
 // of it beyond the `ws` object, and the small rules that concern one socket
 // alone (telling its handler of an error, its rate limit, a close ws takes).
 import type WebSocket from 'ws';
-import type { ErrorCode } from '../bridge/errors.js';
+import { type ErrorCode, IsletError } from '../bridge/errors.js';
 import type { SocketInfo } from '../bridge/protocol.js';
 import type { TenantCounters } from './metrics.js';
 import type { SandboxWorker } from './supervisor.js';
@@ -51,6 +51,18 @@ export function hostSocketOf(ws: WebSocket): HostSocket {
 /** The socket's handler hears of it through onError. */
 export function tellError(socket: HostSocket, code: ErrorCode, detail: string): void {
   socket.worker.send({ t: 'event', id: socket.info.id, event: 'error', error: { code, detail } }, socket.info.tenant);
+}
+
+/**
+ * A connection's failure, as its handler hears it: one of islet's keeps its
+ * code (the outbound policy's refusal, found at lookup), ws's frame over the
+ * limit is a message too large, anything else is the network's reason.
+ */
+export function tellFailure(socket: HostSocket, error: unknown, maxMessageBytes: number): void {
+  if (error instanceof IsletError) tellError(socket, error.code, error.detail);
+  else if ((error as { code?: unknown } | null)?.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+    tellError(socket, 'ISLET_ERR_MESSAGE_TOO_LARGE', `the peer sent a message over ${maxMessageBytes} bytes (limit maxMessageBytes); the connection was closed with 1009`);
+  } else tellError(socket, 'ISLET_ERR_CONNECTION', error instanceof Error ? error.message : String(error));
 }
 
 /**

@@ -13,7 +13,7 @@ import { type Emit, failure } from './events.js';
 import type { ResolvedOptions } from './options.js';
 import { type RunHost, startRun } from './runs.js';
 import type { ScriptResponse } from './script-response.js';
-import { answer } from './server.js';
+import { answer, projectFile } from './server.js';
 
 export const SCRIPTS_PREFIX = '/services/js/';
 const SCRIPT_EXTENSIONS = ['.js', '.mjs', '.ts'];
@@ -49,23 +49,14 @@ export class ServedScripts {
   /** Takes a request under /services/js/; returns false for any other path, or when scripts are off. */
   handle(req: IncomingMessage, res: ServerResponse, pathname: string): boolean {
     if (!pathname.startsWith(SCRIPTS_PREFIX) || !this.host.options.scripts) return false;
-    if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'POST') {
-      res.setHeader('allow', 'GET, HEAD, POST');
-      answer(res, 405, 'scripts are run with GET, HEAD or POST');
-      return true;
-    }
-    let script: string;
-    try {
-      script = decodeURIComponent(pathname.slice(SCRIPTS_PREFIX.length));
-    } catch {
-      answer(res, 400, 'bad script path');
-      return true;
-    }
-    const segments = script.split('/');
-    if (segments.length < 2 || segments.some((s) => s === '' || s === '.' || s === '..' || s.includes('\\') || s.includes('\0')) || !SCRIPT_EXTENSIONS.some((e) => script.endsWith(e))) {
-      answer(res, 404, 'not a script: /services/js/<project>/<path>.js (or .mjs, .ts)');
-      return true;
-    }
+    const script = projectFile(req, res, pathname, {
+      prefix: SCRIPTS_PREFIX,
+      methods: ['GET', 'HEAD', 'POST'],
+      wrongMethod: 'scripts are run with GET, HEAD or POST',
+      notFound: 'not a script: /services/js/<project>/<path>.js (or .mjs, .ts)',
+      refuse: (relative) => !SCRIPT_EXTENSIONS.some((e) => relative.endsWith(e)),
+    });
+    if (script === null) return true;
     if (!this.spelledAsItIs(script)) {
       answer(res, 404, `ISLET_ERR_SCRIPT_NOT_FOUND: no script ${script}`);
       return true;

@@ -6,7 +6,7 @@ import { closeSync, createReadStream, realpathSync } from 'node:fs';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
-import { HANDLER_EXTENSIONS } from '../bridge/handler-ids.js';
+import { HANDLER_EXTENSIONS, tenantOf } from '../bridge/handler-ids.js';
 import { isOwnOpened, openFile } from './files.js';
 import { DESCRIPTOR_SUFFIX } from './projects.js';
 
@@ -77,26 +77,52 @@ export type ServerCodeCheck = (requested: string, real: string) => boolean;
  * false for any other path. Refused: paths out of the project (traversal,
  * symlinks), dot-files, descriptors, TypeScript, and server code (`isServerCode`).
  */
-export function serveStatic(root: string, isServerCode: ServerCodeCheck, req: IncomingMessage, res: ServerResponse): boolean {
-  const pathname = requestPath(req);
-  if (pathname === null || !pathname.startsWith(WEB_PREFIX)) return false;
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
-    res.setHeader('allow', 'GET, HEAD');
-    answer(res, 405, 'static pages are read-only');
-    return true;
+/**
+ * The `<project>/<path>` that a request under `prefix` names, decoded; or
+ * null once it has been answered: 405 (`wrongMethod`) for another method
+ * than `methods`, 400 for a bad encoding, 404 (`notFound`) for a path that
+ * names no project's file (empty, `.` or `..` segments, backslashes, NUL) or
+ * that `refuse` turns down.
+ */
+export function projectFile(
+  req: IncomingMessage,
+  res: ServerResponse,
+  pathname: string,
+  under: { prefix: string; methods: string[]; wrongMethod: string; notFound: string; refuse: (relative: string, segments: string[]) => boolean },
+): string | null {
+  const { prefix, methods, wrongMethod, notFound, refuse } = under;
+  if (!methods.includes(req.method ?? '')) {
+    res.setHeader('allow', methods.join(', '));
+    answer(res, 405, wrongMethod);
+    return null;
   }
   let relative: string;
   try {
-    relative = decodeURIComponent(pathname.slice(WEB_PREFIX.length));
+    relative = decodeURIComponent(pathname.slice(prefix.length));
   } catch {
     answer(res, 400, 'bad path encoding');
-    return true;
+    return null;
   }
   const segments = relative.split('/');
-  if (segments.length < 2 || segments.some((s) => s === '' || s === '.' || s === '..' || s.startsWith('.') || s.includes('\\') || s.includes('\0'))) {
-    answer(res, 404, 'not found');
-    return true;
+  if (segments.length < 2 || segments.some((s) => s === '' || s === '.' || s === '..' || s.includes('\\') || s.includes('\0')) || refuse(relative, segments)) {
+    answer(res, 404, notFound);
+    return null;
   }
+  return relative;
+}
+
+export function serveStatic(root: string, isServerCode: ServerCodeCheck, req: IncomingMessage, res: ServerResponse): boolean {
+  const pathname = requestPath(req);
+  if (pathname === null || !pathname.startsWith(WEB_PREFIX)) return false;
+  // Dot-files are not pages.
+  const relative = projectFile(req, res, pathname, {
+    prefix: WEB_PREFIX,
+    methods: ['GET', 'HEAD'],
+    wrongMethod: 'static pages are read-only',
+    notFound: 'not found',
+    refuse: (_, segments) => segments.some((s) => s.startsWith('.')),
+  });
+  if (relative === null) return true;
   const ext = path.extname(relative);
   if (relative.endsWith(DESCRIPTOR_SUFFIX) || ext === '.ts' || ext === '.mts') {
     answer(res, 403, 'descriptors and handler sources are not served');
@@ -111,7 +137,7 @@ export function serveStatic(root: string, isServerCode: ServerCodeCheck, req: In
   }
   const { fd, size } = opened;
   const realRoot = realpathSync(root);
-  if (!isOwnOpened(realRoot, segments[0]!, opened)) {
+  if (!isOwnOpened(realRoot, tenantOf(relative), opened)) {
     closeSync(fd);
     answer(res, 404, 'not found');
     return true;

@@ -8,12 +8,11 @@
 // after it.
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
-import { IsletError } from '../bridge/errors.js';
 import type { SocketInfo } from '../bridge/protocol.js';
 import type { OutboundPolicy } from './outbound.js';
 import type { SandboxWorker } from './supervisor.js';
 import { Heartbeat } from './heartbeat.js';
-import { attach, CLOSE, closeProblem, type HostSocket, hostSocketOf, newHostSocket, tellError, withinRate } from './host-socket.js';
+import { attach, CLOSE, closeProblem, type HostSocket, hostSocketOf, newHostSocket, tellError, tellFailure, withinRate } from './host-socket.js';
 import type { TenantCounters } from './metrics.js';
 import { queuedBytes, TenantQueues } from './tenant-queues.js';
 
@@ -182,12 +181,7 @@ export class Sockets {
         hostSocketOf(this).alive = true;
       },
       error(this: WebSocket, error: Error): void {
-        const socket = hostSocketOf(this);
-        // The outbound policy's refusal, found at lookup, keeps its code.
-        if (error instanceof IsletError) tellError(socket, error.code, error.detail);
-        else if ((error as { code?: unknown }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
-          tellError(socket, 'ISLET_ERR_MESSAGE_TOO_LARGE', `the peer sent a message over ${sockets.host.maxMessageBytes} bytes (limit maxMessageBytes); the connection was closed with 1009`);
-        } else tellError(socket, 'ISLET_ERR_CONNECTION', error.message);
+        tellFailure(hostSocketOf(this), error, sockets.host.maxMessageBytes);
       },
       close(this: WebSocket): void {
         // ws reports a failed connection as 'error' then 'close': onError, then
@@ -211,8 +205,7 @@ export class Sockets {
   private ended(socket: HostSocket, error: unknown): void {
     if (this.sockets.get(socket.info.id) !== socket) return;
     this.forget(socket);
-    const { code, detail } = error instanceof IsletError ? error : { code: 'ISLET_ERR_CONNECTION' as const, detail: error instanceof Error ? error.message : String(error) };
-    tellError(socket, code, detail);
+    tellFailure(socket, error, this.host.maxMessageBytes);
     socket.worker.send({ t: 'event', id: socket.info.id, event: 'close' }, socket.info.tenant);
   }
 

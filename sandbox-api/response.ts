@@ -68,8 +68,11 @@ function text(value: unknown): string {
 /** A run's response: what it writes leaves the isolate at once, as the run's output. */
 export function newResponse(run: number): object {
   let closed = false;
-  const part = (kind: string, payload: string): void => {
+  const stillOpen = (): void => {
     if (closed) throw new ErrorCtor('ISLET_ERR_RESPONSE_CLOSED: the response is closed; nothing more can be written to it');
+  };
+  const part = (kind: string, payload: string): void => {
+    stillOpen();
     // A response cut short must not pass for a whole one: the script hears of it (its run fails with the limit: host.ts, emit).
     if (!emit(Op.Response, run, encodeResponsePart(kind, payload))) {
       throw new ErrorCtor('ISLET_ERR_LIMIT_OUTPUT: this call\'s output is over maxOutputBytes: the response lost this part');
@@ -89,7 +92,7 @@ export function newResponse(run: number): object {
     },
     flush(): void {
       // What is written leaves the isolate at once: nothing waits to be flushed.
-      if (closed) throw new ErrorCtor('ISLET_ERR_RESPONSE_CLOSED: the response is closed; nothing more can be written to it');
+      stillOpen();
     },
     close(): void {
       if (closed) return;

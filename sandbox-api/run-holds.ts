@@ -16,7 +16,7 @@ let current: Runs = NO_RUNS;
  * belongs to all of these (a run may then last as long as another of the
  * same call, never shorter than its own work).
  */
-let inCall: Runs = newList();
+const inCall: Runs = newList();
 const holds = new SafeMap<number, number>();
 
 /** The runs of the code running now, as a list of its own (the call's list still grows). */
@@ -54,7 +54,8 @@ function includes(list: Runs, run: number): boolean {
 /** A call begins: no run's code is running yet. */
 export function callStarts(): void {
   current = NO_RUNS;
-  inCall = newList();
+  // Nothing keeps the last call's list: timers and clients keep copies (`currentRuns`).
+  inCall.length = 0;
 }
 
 /** The call's events are done: what its microtasks make belongs to the runs that ran in it. */
