@@ -34,9 +34,12 @@ export const ErrorCodes = {
   ISLET_ERR_LIMIT_WASM_MEMORY: 'a WebAssembly memory would take the tenant over `limits.wasmMemoryMiB`',
   ISLET_ERR_LIMIT_RATE: "a session's peer sent more than `limits.messagesPerSecond`: it is closed with 1008",
   ISLET_ERR_LIMIT_RESPONSE: 'a script wrote more than `limits.maxResponseBytes` through the response module: the run fails (500 over HTTP)',
+  ISLET_ERR_LIMIT_TOPICS: 'a session is subscribed to `limits.maxTopics` topics: it does not join another (its handler hears of it through `onError`)',
   ISLET_ERR_LIMIT_SCRIPT_RUNS: "a tenant has `limits.maxScriptRuns` scripts running over HTTP: the request is answered 503",
   ISLET_ERR_NO_RESPONSE: 'a handler module used `http/v4/response`: only a script run has a response',
   ISLET_ERR_RESPONSE_CLOSED: 'a script wrote to its response after `close()`',
+  ISLET_ERR_CLUSTER:
+    "a call to another host of the cluster cannot be made: this host has lost Redis (a publish then reached this host's subscribers only), or Redis cannot be reached when the engine starts",
   ISLET_ERR_TRY_AGAIN: 'a worker has no socket ids left for the moment; more are on their way',
   ISLET_ERR_CLIENT_CLOSED: '`send` on a client that is closing or closed',
   ISLET_ERR_HEARTBEAT_TIMEOUT: "a session's or client's peer did not answer a ping within `heartbeatMs`; the connection was dropped (`onClose` follows)",

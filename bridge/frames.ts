@@ -1,5 +1,6 @@
 // The framing of the pipe between the host and a sandbox worker (the
-// child's fd 3): binary frames `[kind u8][id u32][length u32][bytes]`. Text
+// child's fd 3): binary frames `[kind u8][id u48][length u32][bytes]` (a socket id
+// is 48 bits: a cluster host's slot above a 32-bit id of its own). Text
 // frames carry socket payloads as raw UTF-8 so the host never decodes them;
 // a control frame carries one JSON message of protocol.ts. Frames are
 // appended to one buffer and flushed once per event-loop turn: one write per
@@ -17,7 +18,9 @@ export const FrameKind = {
 } as const;
 export type FrameKind = (typeof FrameKind)[keyof typeof FrameKind];
 
-const HEADER = 9;
+const HEADER = 11;
+/** Where a frame's length sits in its header. */
+const LENGTH_AT = 7;
 /** Written buffers a FrameWriter keeps for reuse (more are only needed while the peer is not reading), and their largest size. */
 const MAX_SPARE = 4;
 const MAX_SPARE_BYTES = 1024 * 1024;
@@ -68,8 +71,8 @@ export class FrameWriter {
     const size = typeof payload === 'string' ? b.write(payload, at + HEADER, 'utf8') : payload.copy(b, at + HEADER);
     if (size > limit) return -1;
     b[at] = kind;
-    b.writeUInt32LE(id, at + 1);
-    b.writeUInt32LE(size, at + 5);
+    b.writeUIntLE(id, at + 1, 6);
+    b.writeUInt32LE(size, at + LENGTH_AT);
     this.length = at + HEADER + size;
     if (!this.scheduled) {
       this.scheduled = true;
@@ -125,12 +128,12 @@ export class FrameReader {
     while (this.pending.length > 0) {
       if (this.length < 0) {
         if (this.buffered < HEADER) break;
-        this.length = this.take(HEADER, false).readUInt32LE(5);
+        this.length = this.take(HEADER, false).readUInt32LE(LENGTH_AT);
       }
       if (this.buffered < HEADER + this.length) break;
       const frame = this.take(HEADER + this.length, true);
       this.length = -1;
-      this.onFrame(frame[0] as FrameKind, frame.readUInt32LE(1), frame.subarray(HEADER));
+      this.onFrame(frame[0] as FrameKind, frame.readUIntLE(1, 6), frame.subarray(HEADER));
       // What is left lies within the last chunk: parse it in place.
       if (this.pending.length === 1) {
         const rest = this.pending[0]!;
@@ -165,16 +168,16 @@ export class FrameReader {
   private parse(data: Buffer): void {
     let at = 0;
     while (data.length - at >= HEADER) {
-      const size = data.readUInt32LE(at + 5);
+      const size = data.readUInt32LE(at + LENGTH_AT);
       if (data.length - at < HEADER + size) break;
-      this.onFrame(data[at] as FrameKind, data.readUInt32LE(at + 1), data.subarray(at + HEADER, at + HEADER + size));
+      this.onFrame(data[at] as FrameKind, data.readUIntLE(at + 1, 6), data.subarray(at + HEADER, at + HEADER + size));
       at += HEADER + size;
     }
     if (at < data.length) {
       const rest = data.subarray(at);
       this.pending = [rest];
       this.buffered = rest.length;
-      this.length = rest.length >= HEADER ? rest.readUInt32LE(5) : -1;
+      this.length = rest.length >= HEADER ? rest.readUInt32LE(LENGTH_AT) : -1;
     }
   }
 }

@@ -41,6 +41,8 @@ export interface TenantLimits {
   maxScriptRuns: number;
   /** Bytes a script run may write through the response module, headers and body (host). */
   maxResponseBytes: number;
+  /** Topics one session may be subscribed to at once (host). */
+  maxTopics: number;
 }
 
 /** A socket as the worker's tenant sees it; sent again when a tenant is recreated. */
@@ -57,6 +59,8 @@ export interface SocketInfo {
   endpoint: string;
   /** A session's `user` as `authorize` gave it, as JSON; '' for none (and for a client). */
   user: string;
+  /** The cluster host a session is on; '' for this host (every client is). */
+  host: string;
 }
 
 /** One tenant's use of a worker, as `stats` reports it. */
@@ -72,13 +76,18 @@ export interface BundledCode {
 }
 
 export type HostToWorker =
-  | { t: 'init'; runtime: string; root: string; limits: TenantLimits; ids: number }
+  /** `host`: this host's name, as sessions report it. */
+  | { t: 'init'; runtime: string; root: string; limits: TenantLimits; ids: number; host: string }
   | { t: 'ids'; from: number }
   | { t: 'module'; tenant: string; module: BundledCode }
   | { t: 'moduleFailed'; tenant: string; handler: string }
   | { t: 'run'; tenant: string; run: number; script: BundledCode }
   | { t: 'adopt'; sockets: SocketInfo[] }
   | { t: 'accept'; socket: SocketInfo }
+  /** Sessions on other hosts of the cluster, come (`host` set) and gone. */
+  | { t: 'peers'; add: SocketInfo[]; remove: number[] }
+  /** The cluster's Redis went out of reach, or came back. */
+  | { t: 'cluster'; away: boolean }
   | { t: 'stats'; ask: number }
   /** The watchdog's: answered, like any frame, with the next `idle`. */
   | { t: 'ping' }
@@ -103,6 +112,8 @@ export type WorkerToHost =
   | { t: 'needIds' }
   | { t: 'connect'; socket: SocketInfo }
   | { t: 'close'; id: number; tenant: string; code?: number; reason?: string }
+  | { t: 'subscribe' | 'unsubscribe'; id: number; tenant: string; topic: string }
+  | { t: 'publish'; tenant: string; topic: string; text: string }
   /** `handler` and `socket`: the tenant's handler that ran, and for which of its sockets. */
   | { t: 'log'; tenant: string; level: LogLevel; text: string; handler?: string; socket?: number }
   | { t: 'runDone'; run: number; error?: WireError }
@@ -125,6 +136,9 @@ const WORKER_MESSAGES: Record<WorkerToHost['t'], Record<string, FieldType>> = {
   needIds: {},
   connect: { socket: 'client' },
   close: { id: 'number', tenant: 'string', code: 'number?', reason: 'string?' },
+  subscribe: { id: 'number', tenant: 'string', topic: 'string' },
+  unsubscribe: { id: 'number', tenant: 'string', topic: 'string' },
+  publish: { tenant: 'string', topic: 'string', text: 'string' },
   log: { tenant: 'string', level: 'level', text: 'string', handler: 'string?', socket: 'number?' },
   runDone: { run: 'number', error: 'error?' },
   response: { run: 'number', part: 'part' },
@@ -144,6 +158,7 @@ const SOCKET_FIELDS: Record<keyof SocketInfo, FieldType> = {
   state: 'string',
   endpoint: 'string',
   user: 'string',
+  host: 'string',
 };
 
 function fieldOk(value: unknown, type: FieldType): boolean {
@@ -170,7 +185,7 @@ function fieldOk(value: unknown, type: FieldType): boolean {
       // The only socket a worker makes is a new client: a session is the host's to make.
       if (typeof value !== 'object' || value === null) return false;
       const socket = value as Record<string, unknown>;
-      return socket.kind === 'client' && socket.endpoint === '' && socket.user === '' && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk(socket[name], t));
+      return socket.kind === 'client' && socket.endpoint === '' && socket.user === '' && socket.host === '' && Object.entries(SOCKET_FIELDS).every(([name, t]) => fieldOk(socket[name], t));
     }
   }
 }

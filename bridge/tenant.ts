@@ -21,6 +21,10 @@ export interface TenantHost {
   output(tenant: Tenant, op: number, id: number, text: string): void;
   /** The runtime's dispatch loop is done (wire.ts, DISPATCHED): write out what the call made. */
   dispatched(tenant: Tenant): void;
+  /** This host's name, as the tenant's sessions report it. */
+  hostName(): string;
+  /** The host's cluster has lost Redis (see `Tenant.clusterAway`). */
+  clusterAway(): boolean;
 }
 
 const MAX_DELAY = 2 ** 31 - 1;
@@ -63,10 +67,11 @@ export class Tenant {
     private readonly host: TenantHost,
   ) {
     this.progress[Progress.Event] = -1;
+    this.clusterAway(host.clusterAway());
     this.isolate = new ivm.Isolate({ memoryLimit: limits.memoryMiB });
     try {
       this.context = this.isolate.createContextSync();
-      installBridge(this.context, this, limits, this.progress.buffer as SharedArrayBuffer, this.outputBuffer);
+      installBridge(this.context, this, limits, host.hostName(), this.progress.buffer as SharedArrayBuffer, this.outputBuffer);
       this.isolate.compileScriptSync(runtime, { filename: 'islet:runtime' }).runSync(this.context, { release: true, ...this.budget });
       const api = this.context.global.getSync('__isletRuntime', { reference: true }) as ivm.Reference<Record<string, unknown>>;
       this.dispatchRef = api.getSync('dispatch', { reference: true }) as ivm.Reference<(batch: Batch) => void>;
@@ -90,6 +95,11 @@ export class Tenant {
    */
   private get budget(): { timeout: number } {
     return { timeout: this.limits.callTimeoutMs };
+  }
+
+  /** Tells the runtime, through the memory it shares, whether calls to other hosts of the cluster would be lost. */
+  clusterAway(away: boolean): void {
+    this.progress[Progress.ClusterAway] = away ? 1 : 0;
   }
 
   /** Evaluates a bundle's module wrapper and defines it under its name. Throws on a compile error or a stopped call. */
@@ -178,9 +188,10 @@ export class Tenant {
     const units = this.outputUnits;
     for (let at = 0; at + OUTPUT_HEADER <= end; ) {
       const text = at + OUTPUT_HEADER;
-      const next = text + units[at + 3]!;
+      const next = text + units[at + 4]!;
       if (next > end) break;
-      this.host.output(this, units[at]!, units[at + 1]! + units[at + 2]! * 0x10000, this.outputBytes.toString('utf16le', text * 2, next * 2));
+      const id = units[at + 1]! + units[at + 2]! * 0x10000 + units[at + 3]! * 0x100000000;
+      this.host.output(this, units[at]!, id, this.outputBytes.toString('utf16le', text * 2, next * 2));
       at = next;
     }
   }
@@ -253,11 +264,11 @@ const BOOTSTRAP_GLOBALS = [
   '__isletRuntime',
 ] as const;
 
-function installBridge(context: ivm.Context, tenant: Tenant, limits: TenantLimits, progress: SharedArrayBuffer, output: SharedArrayBuffer): void {
+function installBridge(context: ivm.Context, tenant: Tenant, limits: TenantLimits, hostName: string, progress: SharedArrayBuffer, output: SharedArrayBuffer): void {
   const global = context.global;
   global.setSync(
     '__isletConfig',
-    JSON.stringify({ tenant: tenant.name, maxMessageBytes: limits.maxMessageBytes, settleTimeoutMs: limits.settleTimeoutMs, maxOutputBytes: limits.maxOutputBytes, wasmMemoryMiB: limits.wasmMemoryMiB }),
+    JSON.stringify({ tenant: tenant.name, host: hostName, maxMessageBytes: limits.maxMessageBytes, settleTimeoutMs: limits.settleTimeoutMs, maxOutputBytes: limits.maxOutputBytes, wasmMemoryMiB: limits.wasmMemoryMiB }),
   );
   global.setSync(
     '__isletConnect',

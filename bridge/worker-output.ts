@@ -4,7 +4,7 @@
 import { fromIsolate } from './errors.js';
 import { FrameKind, type FrameWriter } from './frames.js';
 import type { WorkerToHost } from './protocol.js';
-import { decodeClose, decodeLogId, decodeModuleFailed, decodeResponsePart, LOG_LEVELS } from '../sandbox-api/wire.js';
+import { decodeClose, decodeLogId, decodeNamed, decodeResponsePart, LOG_LEVELS } from '../sandbox-api/wire.js';
 import { Op, type Tenant } from './tenant.js';
 import type { WorkerModules } from './worker-modules.js';
 import type { WorkerRuns } from './worker-runs.js';
@@ -37,6 +37,23 @@ export function forwardOp(to: OutputTo, tenant: Tenant, op: number, id: number, 
       to.send({ t: 'close', id, tenant: tenant.name, ...decodeClose(text) });
       break;
     }
+    case Op.Subscribe:
+    case Op.Unsubscribe: {
+      const socket = to.sockets.get(id);
+      if (socket?.tenant !== tenant.name || socket.kind !== 'session') break;
+      to.send({ t: op === Op.Subscribe ? 'subscribe' : 'unsubscribe', id, tenant: tenant.name, topic: text });
+      break;
+    }
+    case Op.Publish: {
+      const { name, text: message } = decodeNamed(text);
+      const max = to.maxMessageBytes();
+      if (Buffer.byteLength(message) > max) {
+        to.runs.uncaught(tenant.name, 0, { code: 'ISLET_ERR_MESSAGE_TOO_LARGE', detail: `message of ${Buffer.byteLength(message)} bytes not published (limit maxMessageBytes ${max})` });
+        break;
+      }
+      to.send({ t: 'publish', tenant: tenant.name, topic: name, text: message });
+      break;
+    }
     case Op.Log: {
       const { level, socket } = decodeLogId(id);
       const handler = to.sockets.handlerOf(tenant.name, socket);
@@ -46,8 +63,8 @@ export function forwardOp(to: OutputTo, tenant: Tenant, op: number, id: number, 
     }
     case Op.ModuleFailed: {
       // The runtime has marked it failed in this isolate; the worker does for the next ones.
-      const failed = decodeModuleFailed(text);
-      to.modules.fail(tenant.name, failed.module, fromIsolate(failed.error));
+      const failed = decodeNamed(text);
+      to.modules.fail(tenant.name, failed.name, fromIsolate(failed.text));
       break;
     }
     case Op.Error:

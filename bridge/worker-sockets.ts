@@ -98,7 +98,7 @@ export class WorkerSockets {
     if (this.clientCount(tenant) >= maxClients) {
       throw new IsletError('ISLET_ERR_LIMIT_CLIENTS', `tenant "${tenant}" already has ${maxClients} clients (limit maxClients)`);
     }
-    const socket: SocketInfo = { id: this.allocateId(), kind: 'client', tenant, handler: resolved.id, uri, engine: engineName, state: 'connecting', endpoint: '', user: '' };
+    const socket: SocketInfo = { id: this.allocateId(), kind: 'client', tenant, handler: resolved.id, uri, engine: engineName, state: 'connecting', endpoint: '', user: '', host: '' };
     this.keep(socket);
     return socket;
   }
@@ -121,5 +121,5 @@ export class WorkerSockets {
 
 /** Sockets as a recreated isolate adopts them (wire.ts, `ADOPT_FIELDS`). */
 export function adoptList(list: SocketInfo[]): string[] {
-  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state, socket.endpoint, socket.user]);
+  return list.flatMap((socket) => [String(socket.id), socket.uri, socket.handler, socket.engine, socket.state, socket.endpoint, socket.user, socket.host]);
 }

@@ -7,7 +7,7 @@ import { errorLine, type WireError, withMore } from './errors.js';
 import type { ProgressLog } from './progress-log.js';
 import { FrameKind, FrameReader, type FrameWriter } from './frames.js';
 import type { HostToWorker, TenantLimits, WorkerToHost } from './protocol.js';
-import { encodeSessionOpen } from '../sandbox-api/wire.js';
+import { encodePeer, encodeSessionOpen } from '../sandbox-api/wire.js';
 import { type Batch, Event, Tenant, type TenantHost } from './tenant.js';
 import { WorkerModules } from './worker-modules.js';
 import { forwardOp, type OutputTo } from './worker-output.js';
@@ -22,6 +22,8 @@ const OVERRUN_GRACE_MS = 100;
 export class Worker {
   private runtime = '';
   private root = '';
+  private hostName = '';
+  private clusterAway = false;
   private limits!: TenantLimits;
   private readonly tenants = new Map<string, Tenant>();
   /** Every socket of a tenant on this worker: what the tenant may touch. */
@@ -64,6 +66,8 @@ export class Worker {
     timerDue: (tenant, id) => this.turns.queue(tenant, Event.Timer, id, ''),
     output: (tenant, op, id, text) => forwardOp(this.outputTo, tenant, op, id, text),
     dispatched: () => this.writer.flush(),
+    hostName: () => this.hostName,
+    clusterAway: () => this.clusterAway,
   };
 
   constructor(
@@ -271,6 +275,7 @@ export class Worker {
       case 'init':
         this.runtime = message.runtime;
         this.root = message.root;
+        this.hostName = message.host;
         this.limits = message.limits;
         this.sockets.addIdBlock(message.ids);
         this.send({ t: 'ready' });
@@ -341,6 +346,27 @@ export class Worker {
         this.turns.queue(this.tenantNamed(socket.tenant), Event.Open, socket.id, encodeSessionOpen(socket.endpoint, socket.user, socket.handler));
         break;
       }
+      case 'peers': {
+        for (const id of message.remove) {
+          const socket = this.sockets.get(id);
+          if (socket === undefined || socket.host === '') continue;
+          this.sockets.drop(id);
+          const tenant = this.tenants.get(socket.tenant);
+          if (tenant !== undefined) this.turns.queue(tenant, Event.PeerGone, id, '');
+        }
+        for (const socket of message.add) {
+          if (socket.host === '' || this.sockets.get(socket.id)?.host === '') continue;
+          this.sockets.keep(socket);
+          // A tenant with no isolate yet adopts it when one is made.
+          const tenant = this.tenants.get(socket.tenant);
+          if (tenant !== undefined) this.turns.queue(tenant, Event.Peer, socket.id, encodePeer(socket.host, socket.endpoint, socket.user, socket.handler));
+        }
+        break;
+      }
+      case 'cluster':
+        this.clusterAway = message.away;
+        for (const tenant of this.tenants.values()) tenant.clusterAway(message.away);
+        break;
       case 'event': {
         const socket = this.sockets.get(message.id);
         if (socket === undefined) break;

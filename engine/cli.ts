@@ -3,7 +3,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AddressInfo } from 'node:net';
-import { DEFAULT_LIMITS, DEFAULT_OPTIONS, type Endpoint, Engine, type EngineOptions, IsletError } from './index.js';
+import { DEFAULT_DEAD_AFTER_MS, DEFAULT_LIMITS, DEFAULT_OPTIONS, type Endpoint, Engine, type EngineOptions, IsletError } from './index.js';
 import { jwtAuthorizer } from './jwt.js';
 import { printer, type Printer } from './log-output.js';
 
@@ -43,7 +43,7 @@ Usage:
               [--jwt-secret-file FILE | --jwt-public-key-file FILE]
               [--jwt-issuer ISS] [--jwt-audience AUD] [--heartbeat-ms N]
               [--shutdown-timeout-ms N] [--metrics-port PORT [--metrics-host 127.0.0.1]]
-              [--no-scripts]
+              [--no-scripts] [--redis redis://HOST:PORT [--host-name NAME] [--dead-after-ms N]]
       Serves every *.websocket descriptor under ROOT (default: the current
       folder) at ws://HOST:PORT/websockets/v4/service/<endpoint>, and the
       projects' pages at http://HOST:PORT/services/web/<project>/<path>; runs
@@ -85,6 +85,15 @@ Options:
                   timeouts, quarantines) and /healthz on PORT, at HOST
                   (default 127.0.0.1).
   --no-scripts    serve: do not run scripts for /services/js/ (404 there).
+  --redis URL     serve: join the cluster of every islet host with this Redis
+                  and the same ROOT: sessions are listed, reached and
+                  published to across hosts.
+  --host-name NAME
+                  serve: this host's name in the cluster (each session's host).
+                  Default: the machine's host name and the process id.
+  --dead-after-ms N
+                  serve: a host that stops leaves the others' listings within
+                  N ms. Default: ${DEFAULT_DEAD_AFTER_MS}.
   --limit NAME=VALUE
                   a per-tenant limit (repeat for more), with its default:
 ${limitList()}
@@ -167,6 +176,7 @@ function watch(engine: Engine): void {
   engine.on('workerRestart', ({ worker, pid }) => out.islet(`islet: sandbox worker ${worker} restarted (pid ${pid})`, true));
   engine.on('tenantQuarantined', ({ tenant, error }) => out.failure(tenant, error));
   engine.on('hostError', ({ where, error }) => out.islet(`islet: internal error in ${where}: ${error.message}`, true));
+  engine.on('cluster', ({ detail }) => out.islet(`islet: cluster: ${detail}`, true));
 }
 
 async function run(args: string[]): Promise<number> {
@@ -201,6 +211,14 @@ async function run(args: string[]): Promise<number> {
   return status;
 }
 
+function clusterOptions(values: { redis?: string; 'host-name'?: string; 'dead-after-ms'?: string }): EngineOptions['cluster'] {
+  if (values.redis === undefined) {
+    if (values['host-name'] !== undefined || values['dead-after-ms'] !== undefined) usage('--host-name and --dead-after-ms need --redis');
+    return null;
+  }
+  return { redis: values.redis, name: values['host-name'], deadAfterMs: values['dead-after-ms'] === undefined ? undefined : Number(values['dead-after-ms']) };
+}
+
 async function serve(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -220,6 +238,9 @@ async function serve(args: string[]): Promise<number> {
       'jwt-issuer': { type: 'string' },
       'jwt-audience': { type: 'string' },
       'no-scripts': { type: 'boolean' },
+      redis: { type: 'string' },
+      'host-name': { type: 'string' },
+      'dead-after-ms': { type: 'string' },
     },
   });
   if (values.help) {
@@ -244,6 +265,7 @@ async function serve(args: string[]): Promise<number> {
     heartbeatMs: values['heartbeat-ms'] === undefined ? undefined : Number(values['heartbeat-ms']),
     shutdownTimeoutMs: values['shutdown-timeout-ms'] === undefined ? undefined : Number(values['shutdown-timeout-ms']),
     scripts: values['no-scripts'] !== true,
+    cluster: clusterOptions(values),
   });
   watch(engine);
   const host = values.host;

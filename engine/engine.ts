@@ -8,6 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { asIsletError, IsletError } from '../bridge/errors.js';
 import { Bundler } from './bundler.js';
+import { Cluster } from './cluster.js';
 import { type Emit, failure, type Report } from './events.js';
 import { Handlers } from './handlers.js';
 import type { EngineEvents, EngineStats } from './index.js';
@@ -39,6 +40,7 @@ interface Parts {
   served: Served;
   routes: Routes;
   metrics: Metrics;
+  cluster: Cluster | null;
   state: State;
   started: Promise<void> | null;
 }
@@ -69,6 +71,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const metrics: Metrics = new Metrics({
       open: (): ReturnType<Sockets['openByTenant']> => sockets.openByTenant(),
       usage: async (): Promise<TenantUsage[]> => (await workers.stats()).tenants,
+      cluster: () => cluster?.stats() ?? null,
     });
     const sockets: Sockets = new Sockets({
       loadHandler: (worker, info) => handlers.prepare(worker, info.tenant, info.handler),
@@ -83,9 +86,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       outbound: resolved.outbound,
       heartbeatMs: resolved.heartbeatMs,
       messagesPerSecond: resolved.limits.messagesPerSecond,
+      maxTopics: resolved.limits.maxTopics,
       counters: (tenant): TenantCounters => metrics.of(tenant),
     });
+    const cluster = resolved.cluster === null ? null : new Cluster(resolved.cluster, { sockets, workers: () => workers.list, emit, report });
+    sockets.presence = cluster;
+    sockets.topics.watch = cluster;
     const workers: Workers = new Workers({
+      cluster,
       options: resolved,
       bundler,
       sockets,
@@ -108,7 +116,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       assertRunning: () => assertRunning(p),
     };
     const routes = new Routes({ options: resolved, served, handlers, sockets, workers, quarantine, metrics, runHost, emit, report, running });
-    const p: Parts = { options: resolved, bundler, quarantine, runs, runHost, handlers, sockets, workers, served, routes, metrics, state: 'new', started: null };
+    const p: Parts = { options: resolved, bundler, quarantine, runs, runHost, handlers, sockets, workers, served, routes, metrics, cluster, state: 'new', started: null };
     partsOf.set(this, p);
   }
 
@@ -128,6 +136,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (p.started === null) {
       p.state = 'starting';
       p.started = (async () => {
+        // The cluster first: its id slot is in every socket id the workers hand out.
+        await p.cluster?.start();
         await p.workers.start();
         if (p.state === 'starting') p.state = 'running';
       })();
@@ -171,6 +181,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     // The workers have been told of every close: their onClose handlers run before the workers stop.
     await within(Promise.all(p.workers.list.map((w) => w.caughtUp())), left(), undefined);
     await within(p.routes.close(), left(), undefined);
+    await p.cluster?.stop();
     await p.workers.stop();
     p.state = 'closed';
   }

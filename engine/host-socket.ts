@@ -34,10 +34,12 @@ export interface HostSocket {
   countedAt: number;
   /** Its tenant's counters (metrics.ts). */
   counters: TenantCounters;
+  /** A session's topics (topics.ts); null until it first subscribes. */
+  topics: Set<string> | null;
 }
 
 export function newHostSocket(info: SocketInfo, worker: SandboxWorker, ws: WebSocket | null, messagesPerSecond: number, counters: TenantCounters): HostSocket {
-  return { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: messagesPerSecond, countedAt: performance.now(), counters };
+  return { info, worker, ws, waiting: null, waitingBytes: 0, overflowing: false, counted: 0, backlog: 0, sent: null, alive: true, tokens: messagesPerSecond, countedAt: performance.now(), counters, topics: null };
 }
 
 export function attach(ws: WebSocket, socket: HostSocket): void {

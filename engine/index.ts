@@ -7,7 +7,7 @@ import type { DescriptorProblem, Endpoint } from './projects.js';
 
 export { Engine } from './engine.js';
 export { IsletError, ErrorCodes, type ErrorCode } from '../bridge/errors.js';
-export { DEFAULT_LIMITS, DEFAULT_OPTIONS, type EngineOptions } from './options.js';
+export { DEFAULT_DEAD_AFTER_MS, DEFAULT_LIMITS, DEFAULT_OPTIONS, type ClusterOptions, type EngineOptions } from './options.js';
 export type { OutboundOptions } from './outbound.js';
 export type { TenantLimits, LogLevel } from '../bridge/protocol.js';
 export type { Endpoint, DescriptorProblem } from './projects.js';
@@ -56,7 +56,15 @@ export interface HostFailure {
   error: Error;
 }
 
+/** The cluster's state changed: joined (at the start, or with Redis back), or lost (serving this host's sessions only). */
+export interface ClusterChange {
+  joined: boolean;
+  detail: string;
+}
+
 export interface EngineEvents {
+  /** This host joined its cluster, or lost it (cluster option). */
+  cluster: [ClusterChange];
   /** A tenant called console.*. */
   log: [TenantLog];
   /** A tenant threw and nothing caught it (outside a script run, which rejects instead). */

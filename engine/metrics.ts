@@ -8,6 +8,7 @@
 // endpoint: nothing a peer sends becomes a label.
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { TenantUsage } from '../bridge/protocol.js';
+import type { ClusterStats } from './cluster.js';
 
 /** Limits a tenant can hit, as metric label values. */
 export type LimitName = 'callTimeoutMs' | 'memoryMiB' | 'messagesPerSecond' | 'maxQueuedBytes' | 'maxTenantQueuedBytes';
@@ -33,6 +34,8 @@ export interface MetricsSources {
   open(): Map<string, { sessions: number; clients: number }>;
   /** Each tenant's use of the workers. */
   usage(): Promise<TenantUsage[]>;
+  /** The cluster's state; null for a host alone (then no cluster series). */
+  cluster(): ClusterStats | null;
 }
 
 export const NO_TENANT = '(none)';
@@ -77,6 +80,16 @@ export class Metrics {
       [...this.tenants].flatMap(([tenant, c]) => [...c.refused].map(([status, n]): Sample => [{ tenant, status: String(status) }, n])),
     );
     this.counter('islet_worker_restarts_total', 'Sandbox workers started again after they died.', [], () => [[{}, this.workerRestarts]]);
+    const cluster = (read: (c: ClusterStats) => Sample[]) => (): Sample[] => {
+      const stats = this.sources.cluster();
+      return stats === null ? [] : read(stats);
+    };
+    this.gauge('islet_cluster_hosts', 'Hosts of the cluster this host sees, itself included (1 while it has lost Redis).', [], cluster((c) => [[{}, c.hosts]]));
+    this.gauge('islet_cluster_redis_connected', 'Whether this host is joined to its cluster through Redis (1) or serves alone until Redis is back (0).', [], cluster((c) => [[{}, c.connected ? 1 : 0]]));
+    this.counter('islet_cluster_messages_total', 'Messages over Redis: in (heard from other hosts) and out (to them).', ['direction'], cluster((c) => [
+      [{ direction: 'in' }, c.messagesIn],
+      [{ direction: 'out' }, c.messagesOut],
+    ]));
   }
 
   /** A counter whose samples are read when scraped. */

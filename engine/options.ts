@@ -1,6 +1,7 @@
 // Engine options: every default in one place, validated once, in the
 // Engine's constructor.
 import { statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { IsletError } from '../bridge/errors.js';
 import type { TenantLimits } from '../bridge/protocol.js';
@@ -50,6 +51,26 @@ export interface EngineOptions {
    * does. Default: true.
    */
   scripts?: boolean;
+  /**
+   * Joins the host to a cluster: every host with the same Redis and the
+   * same projects root acts as one islet (cluster.ts). Default: null, alone.
+   */
+  cluster?: ClusterOptions | null;
+}
+
+export interface ClusterOptions {
+  /** The Redis every host of the cluster shares, as `redis://HOST:PORT`. */
+  redis: string;
+  /** This host's name, as sessions' `host` says it; unique in the cluster. Default: the machine's host name and the process id. */
+  name?: string;
+  /** A host that stops (killed, cut off) leaves the other hosts' `getSessions()` within this many ms. Default: 10000. */
+  deadAfterMs?: number;
+}
+
+export interface ResolvedCluster {
+  redis: string;
+  name: string;
+  deadAfterMs: number;
 }
 
 /** The numeric engine options' defaults: the README's table and the CLI's help are tested against these. */
@@ -62,6 +83,9 @@ export const DEFAULT_OPTIONS = {
   heartbeatMs: 30_000,
   quarantineMs: 300_000,
 } as const;
+
+/** How long a host that stopped stays in the other hosts' listings, at most. */
+export const DEFAULT_DEAD_AFTER_MS = 10_000;
 
 export const DEFAULT_LIMITS: TenantLimits = {
   memoryMiB: 64,
@@ -80,6 +104,7 @@ export const DEFAULT_LIMITS: TenantLimits = {
   scriptTimeoutMs: 30_000,
   maxScriptRuns: 16,
   maxResponseBytes: 8 * 1024 * 1024,
+  maxTopics: 64,
 };
 
 export interface ResolvedOptions {
@@ -97,6 +122,9 @@ export interface ResolvedOptions {
   heartbeatMs: number;
   shutdownTimeoutMs: number;
   scripts: boolean;
+  cluster: ResolvedCluster | null;
+  /** The name sessions give as their `host`: the cluster's name for this host, or the machine's. */
+  hostName: string;
 }
 
 const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
@@ -117,6 +145,7 @@ const LIMIT_RANGES: Record<keyof TenantLimits, [number, number]> = {
   scriptTimeoutMs: [10, 86_400_000],
   maxScriptRuns: [0, 1_000_000],
   maxResponseBytes: [0, 1024 * 1024 * 1024],
+  maxTopics: [0, 100_000],
 };
 
 function integer(name: string, value: unknown, [min, max]: [number, number]): number {
@@ -145,6 +174,27 @@ function authorizer(value: unknown): Authorize | null {
   return value as Authorize;
 }
 
+/** A host name goes into Redis keys and into the text of isolate events: printable, no newline. */
+function hostName(value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > 200 || [...value].some((c) => c <= ' ' || c === '\x7f')) {
+    throw new IsletError('ISLET_ERR_BAD_OPTION', `cluster.name must be 1 to 200 printable characters with no space, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function cluster(value: unknown): ResolvedCluster | null {
+  if (value === undefined || value === null) return null;
+  const options = value as ClusterOptions;
+  if (typeof options !== 'object' || typeof options.redis !== 'string' || !/^rediss?:\/\/[^\s]+$/.test(options.redis)) {
+    throw new IsletError('ISLET_ERR_BAD_OPTION', `cluster.redis must be a Redis URL like redis://127.0.0.1:6379, got ${JSON.stringify(options?.redis)}`);
+  }
+  return {
+    redis: options.redis,
+    name: hostName(options.name ?? `${os.hostname()}:${process.pid}`),
+    deadAfterMs: integer('cluster.deadAfterMs', options.deadAfterMs ?? DEFAULT_DEAD_AFTER_MS, [500, 3_600_000]),
+  };
+}
+
 export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
   if (typeof options !== 'object' || options === null) {
     throw new IsletError('ISLET_ERR_BAD_OPTION', 'options must be an object');
@@ -166,6 +216,7 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     const name = key as keyof TenantLimits;
     limits[name] = integer(`limits.${name}`, value, LIMIT_RANGES[name]);
   }
+  const clustered = cluster(options.cluster);
   return {
     root,
     workers: integer('workers', options.workers ?? DEFAULT_OPTIONS.workers, [1, 64]),
@@ -181,5 +232,7 @@ export function resolveOptions(options: EngineOptions = {}): ResolvedOptions {
     heartbeatMs: integer('heartbeatMs', options.heartbeatMs ?? DEFAULT_OPTIONS.heartbeatMs, [0, 3_600_000]),
     shutdownTimeoutMs: integer('shutdownTimeoutMs', options.shutdownTimeoutMs ?? DEFAULT_OPTIONS.shutdownTimeoutMs, [0, 600_000]),
     scripts: flag('scripts', options.scripts ?? true),
+    cluster: clustered,
+    hostName: clustered?.name ?? os.hostname(),
   };
 }

@@ -211,6 +211,7 @@ export class Routes {
         state: 'open',
         endpoint: endpoint.name,
         user,
+        host: '',
       }, ws);
     });
   }

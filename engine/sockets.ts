@@ -7,7 +7,7 @@
 // Dirigible's createWebsocket blocked until open, so scripts send straight
 // after it.
 import type { Socket } from 'node:net';
-import WebSocket from 'ws';
+import WebSocket, * as wsModule from 'ws';
 import type { SocketInfo } from '../bridge/protocol.js';
 import type { OutboundPolicy } from './outbound.js';
 import type { SandboxWorker } from './supervisor.js';
@@ -15,6 +15,7 @@ import { Heartbeat } from './heartbeat.js';
 import { attach, CLOSE, closeProblem, type HostSocket, hostSocketOf, newHostSocket, tellError, tellFailure, withinRate } from './host-socket.js';
 import type { TenantCounters } from './metrics.js';
 import { queuedBytes, TenantQueues } from './tenant-queues.js';
+import { Topics } from './topics.js';
 
 /** How long closing the engine waits for a peer to answer a close frame. */
 const CLOSE_GRACE_MS = 1000;
@@ -34,6 +35,24 @@ export interface SocketHost {
   messagesPerSecond: number;
   /** A tenant's counters. */
   counters(tenant: string): TenantCounters;
+  /** Most topics one session may be subscribed to. */
+  maxTopics: number;
+}
+
+/** Who hears of sessions coming and going here: the cluster, which tells the other hosts. */
+export interface Presence {
+  opened(info: SocketInfo): void;
+  closed(info: SocketInfo): void;
+}
+
+/** ws's framing of a server's text message (unmasked, one fragment), which its typings do not show. */
+const { Sender } = wsModule as unknown as { Sender: { frame(data: Buffer, options: object): Buffer[] } };
+/** ws's sender state when it is writing straight through (no compression or blob pending before it). */
+const SENDER_IDLE = 0;
+
+/** One text frame for many sockets: framed once, written to each as it is. */
+function frameText(payload: Buffer): Buffer {
+  return Buffer.concat(Sender.frame(payload, { fin: true, rsv1: false, opcode: 1, mask: false, readOnly: true }));
 }
 
 export class Sockets {
@@ -52,8 +71,12 @@ export class Sockets {
   private readonly listeners = this.makeListeners();
 
   private readonly heartbeat: Heartbeat<HostSocket>;
+  /** Topics of this host's sessions. */
+  readonly topics: Topics<HostSocket>;
+  presence: Presence | null = null;
 
   constructor(private readonly host: SocketHost) {
+    this.topics = new Topics(host.maxTopics);
     this.queues = new TenantQueues(host.maxTenantQueuedBytes, (tenant) => this.ofTenant(tenant));
     this.heartbeat = new Heartbeat(host.heartbeatMs, () => this.sockets.values(), (socket) => {
       socket.counters.heartbeatTimeouts++;
@@ -103,6 +126,17 @@ export class Sockets {
     this.sessionCounts.set(info.tenant, this.sessionsOf(info.tenant) + 1);
     worker.send({ t: 'accept', socket: info }, info.tenant);
     this.couple(socket, ws);
+    this.presence?.opened(info);
+  }
+
+  /** A socket of this host's, by id. */
+  local(id: number): HostSocket | undefined {
+    return this.sockets.get(id);
+  }
+
+  /** This host's sessions, as the cluster lists them. */
+  *sessions(): Iterable<SocketInfo> {
+    for (const socket of this.sockets.values()) if (socket.info.kind === 'session') yield socket.info;
   }
 
   /** Opens an outbound client a tenant asked for. */
@@ -233,6 +267,28 @@ export class Sockets {
     const left = this.sessionsOf(socket.info.tenant) - 1;
     if (left > 0) this.sessionCounts.set(socket.info.tenant, left);
     else this.sessionCounts.delete(socket.info.tenant);
+    this.topics.leaveAll(socket);
+    this.presence?.closed(socket.info);
+  }
+
+  /** Session `id` of `tenant`'s joins or leaves a topic; over maxTopics its handler is told. False: no such session here. */
+  subscribe(id: number, tenant: string, topic: string, join: boolean): boolean {
+    const socket = this.sockets.get(id);
+    if (socket === undefined || socket.info.tenant !== tenant || socket.info.kind !== 'session') return false;
+    if (!join) this.topics.leave(socket, topic);
+    else if (!this.topics.join(socket, topic)) {
+      tellError(socket, 'ISLET_ERR_LIMIT_TOPICS', `session ${id} is already subscribed to ${this.host.maxTopics} topics (limit maxTopics); it did not join "${topic}"`);
+    }
+    return true;
+  }
+
+  /** Sends `payload` to every session of `tenant`'s here subscribed to `topic`, framed once; returns how many it went to. */
+  publish(tenant: string, topic: string, payload: Buffer): number {
+    const subscribers = this.topics.subscribers(tenant, topic);
+    if (subscribers === undefined) return 0;
+    const frame = frameText(payload);
+    for (const socket of subscribers) this.deliver(socket, payload, frame);
+    return subscribers.size;
   }
 
   /** Does `worker` own socket `id`? Output for anything else is dropped. */
@@ -242,7 +298,12 @@ export class Sockets {
 
   send(id: number, payload: Buffer): void {
     const socket = this.sockets.get(id);
-    if (socket === undefined) return;
+    if (socket !== undefined) this.deliver(socket, payload, null);
+  }
+
+  /** One message to one socket, within its queue limits; `frame`: the message already framed (a topic's), or null. */
+  private deliver(socket: HostSocket, payload: Buffer, frame: Buffer | null): void {
+    const id = socket.info.id;
     const ws = socket.ws;
     const open = ws?.readyState === WebSocket.OPEN;
     if (!open && ws !== null && ws.readyState !== WebSocket.CONNECTING) return; // closing: the close event is on its way
@@ -275,12 +336,11 @@ export class Sockets {
     socket.counters.bytesOut += payload.length;
     if (open) {
       this.cork(ws!);
-      if (queued === 0) ws!.send(payload, { binary: false });
-      else {
-        // Behind already: this one is counted until it is written (one callback per socket, made once).
-        socket.backlog++;
-        ws!.send(payload, { binary: false }, (socket.sent ??= () => void socket.backlog--));
-      }
+      // Behind already: this one is counted until it is written (one callback per socket, made once).
+      const sent = queued === 0 ? undefined : (socket.backlog++, (socket.sent ??= () => void socket.backlog--));
+      const internals = ws as unknown as { _sender: { _state: number }; _socket: Socket };
+      if (frame !== null && internals._sender._state === SENDER_IDLE) internals._socket.write(frame, sent);
+      else ws!.send(payload, { binary: false }, sent);
     } else {
       (socket.waiting ??= []).push(payload);
       socket.waitingBytes += payload.length;

@@ -4,7 +4,9 @@
 import { IsletError } from '../bridge/errors.js';
 import { tenantOf } from '../bridge/handler-ids.js';
 import { ID_BLOCK, type TenantUsage, type WorkerToHost } from '../bridge/protocol.js';
+import { MAX_TOPIC_BYTES } from '../sandbox-api/wire.js';
 import { type Bundler, bundleRuntime } from './bundler.js';
+import type { Cluster, Order } from './cluster.js';
 import { type Emit, failure, type Report } from './events.js';
 import type { Handlers } from './handlers.js';
 import type { Metrics } from './metrics.js';
@@ -33,6 +35,8 @@ export interface WorkersHost {
   runs: Runs;
   quarantine: Quarantine;
   metrics: Metrics;
+  /** The cluster this host is in; null alone. */
+  cluster: Cluster | null;
   emit: Emit;
   report: Report;
   /** The engine is closing: a worker's exit is expected. */
@@ -74,10 +78,18 @@ export class Workers {
   /** Socket ids for sessions come from blocks, like the workers' client ids. */
   allocateId(): number {
     if (this.hostIds.next >= this.hostIds.end) {
-      const from = this.nextIdBlock++ * ID_BLOCK;
+      const from = this.idBlock();
       this.hostIds = { next: from, end: from + ID_BLOCK };
     }
     return this.hostIds.next++;
+  }
+
+  /**
+   * The first id of a new block. A host's ids are 2^32 of its own above its
+   * cluster id slot (0 alone): unique in the cluster, with no call to Redis.
+   */
+  private idBlock(): number {
+    return (this.host.cluster?.slot ?? 0) * 2 ** 32 + this.nextIdBlock++ * ID_BLOCK;
   }
 
   /** Tenant isolates and sockets the workers hold now, and each tenant's use of them (only tenants placed on the worker that reports them). */
@@ -100,20 +112,27 @@ export class Workers {
   }
 
   private initMessage() {
-    const ids = this.nextIdBlock++ * ID_BLOCK;
-    return { t: 'init', runtime: this.runtime, root: this.host.options.root, limits: this.host.options.limits, ids } as const;
+    const { root, limits, hostName } = this.host.options;
+    return { t: 'init', runtime: this.runtime, root, limits, ids: this.idBlock(), host: hostName } as const;
   }
 
   private readonly listener: WorkerListener = {
     control: (worker, message) => this.onMessage(worker, message),
     text: (worker, id, payload) => {
       if (this.host.sockets.owns(worker, id)) this.host.sockets.send(id, payload);
+      else this.toPeer(worker, ['send', '', id], payload);
     },
     chunkDone: () => this.host.sockets.uncorkAll(),
     failed: (worker, error) => this.host.report(`message from sandbox worker ${worker.index}`, error),
     ready: (worker) => {
       // A restarted worker gets its tenants' open sockets back, with their
-      // handler bundles, before anything that was queued while it was down.
+      // handler bundles, and the sessions on other hosts, before anything
+      // that was queued while it was down.
+      const cluster = this.host.cluster;
+      if (cluster !== null) {
+        worker.sendFirst({ t: 'cluster', away: cluster.away });
+        worker.sendFirst({ t: 'peers', add: cluster.peerSessions(), remove: [] });
+      }
       const sockets = this.host.sockets.ofWorker(worker);
       if (sockets.length === 0) return;
       this.host.handlers.resend(worker, sockets);
@@ -136,6 +155,20 @@ export class Workers {
       );
     },
   };
+
+  /**
+   * An order for a session on another host of the cluster (a send, a close,
+   * a topic joined or left): only for one of a tenant on `worker`. A send's
+   * tenant is the socket's, which the cluster knows.
+   */
+  private toPeer(worker: SandboxWorker, order: Order, payload: Buffer | string = ''): void {
+    const cluster = this.host.cluster;
+    if (cluster === null) return;
+    const tenant = order[1] === '' ? cluster.tenantOf(order[2]) : order[1];
+    if (tenant === null || !worker.tenants.has(tenant)) return;
+    order[1] = tenant;
+    cluster.orderFor(tenant, order, payload);
+  }
 
   /** The worker died while `tenant`'s code ran: tell the tenant; it counts toward quarantine. */
   private killedBy(tenant: string, how: string): void {
@@ -172,7 +205,23 @@ export class Workers {
         break;
       case 'close':
         if (sockets.owns(worker, message.id)) sockets.closeFor(message.id, message.code, message.reason);
+        else if (worker.tenants.has(message.tenant)) this.toPeer(worker, ['close', message.tenant, message.id, message.code ?? null, message.reason ?? null]);
         break;
+      case 'subscribe':
+      case 'unsubscribe': {
+        if (!worker.tenants.has(message.tenant) || topicProblem(message.topic) !== null) break;
+        const join = message.t === 'subscribe';
+        if (!sockets.subscribe(message.id, message.tenant, message.topic, join)) this.toPeer(worker, [message.t, message.tenant, message.id, message.topic]);
+        break;
+      }
+      case 'publish': {
+        if (!worker.tenants.has(message.tenant) || topicProblem(message.topic) !== null) break;
+        const payload = Buffer.from(message.text);
+        if (payload.length > this.host.options.limits.maxMessageBytes) break;
+        sockets.publish(message.tenant, message.topic, payload);
+        this.host.cluster?.publish(message.tenant, message.topic, message.text);
+        break;
+      }
       case 'log': {
         const at = message.handler !== undefined && message.socket !== undefined && tenantOf(message.handler) === message.tenant ? { handler: message.handler, socket: message.socket } : {};
         emit('log', { tenant: message.tenant, level: message.level, text: message.text, ...at });
@@ -209,4 +258,9 @@ export class Workers {
         break;
     }
   }
+}
+
+/** What is wrong with a topic name a worker sent (the isolate checked it before); null: nothing. */
+function topicProblem(topic: string): string | null {
+  return topic === '' || Buffer.byteLength(topic) > MAX_TOPIC_BYTES ? `a topic name is 1 to ${MAX_TOPIC_BYTES} bytes` : null;
 }

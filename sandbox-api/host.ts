@@ -5,7 +5,7 @@
 // made: primitives the runtime made, never a tenant's own object, and
 // nothing held back in the isolate, where a memory limit would take it along.
 
-import { DISPATCHED, Op, OUTPUT_HEADER, Progress, SHARED_TEXT_MAX, TAKE_SHARED } from './wire.js';
+import { DISPATCHED, Op, OUTPUT_HEADER, Progress, SHARED_ID_MAX, SHARED_TEXT_MAX, TAKE_SHARED } from './wire.js';
 
 declare const __isletConfig: string;
 declare const __isletConnect: (uri: unknown, handler: unknown, engine: unknown) => number | HostError;
@@ -21,6 +21,8 @@ export interface SandboxConfig {
   settleTimeoutMs: number;
   maxOutputBytes: number;
   wasmMemoryMiB: number;
+  /** The name of the host this isolate runs on: every session of the tenant says where it is. */
+  host: string;
 }
 
 /** A host function's refusal: returned, not thrown, so that no host stack frame reaches the isolate. */
@@ -153,6 +155,11 @@ export function then(
  * buffer short output is written into. Stores into them run no tenant code.
  */
 export const progress = new Int32Array(__isletProgress);
+
+/** The host is in a cluster whose Redis is out of reach: a call to another host would be lost. */
+export function clusterAway(): boolean {
+  return progress[Progress.ClusterAway] === 1;
+}
 const outputBuffer = new Uint16Array(__isletOutputBuffer);
 export const charCodeAt = uncurry(String.prototype.charCodeAt);
 
@@ -189,7 +196,7 @@ export function emit(op: number, id: number, text: string): boolean {
   }
   callOutput += text.length + OP_COST;
   const length = text.length;
-  if (length > SHARED_TEXT_MAX || id > 0xffffffff) {
+  if (length > SHARED_TEXT_MAX || id > SHARED_ID_MAX) {
     hostOutput(op, id, text);
     return handedOver;
   }
@@ -199,9 +206,14 @@ export function emit(op: number, id: number, text: string): boolean {
     at = 0;
   }
   outputBuffer[at] = op;
-  outputBuffer[at + 1] = id & 0xffff;
-  outputBuffer[at + 2] = id >>> 16;
-  outputBuffer[at + 3] = length;
+  // Plain arithmetic (no Math, which tenant code may have replaced): exact for integers below 2 ** 53.
+  const low = id % 0x10000;
+  const rest = (id - low) / 0x10000;
+  const mid = rest % 0x10000;
+  outputBuffer[at + 1] = low;
+  outputBuffer[at + 2] = mid;
+  outputBuffer[at + 3] = (rest - mid) / 0x10000;
+  outputBuffer[at + 4] = length;
   for (let i = 0; i < length; i++) outputBuffer[at + OUTPUT_HEADER + i] = charCodeAt(text, i);
   // Only now is it the worker's: an isolate lost mid-write leaves no half operation.
   progress[Progress.Output] = at + OUTPUT_HEADER + length;

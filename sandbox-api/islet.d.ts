@@ -44,15 +44,19 @@ declare module 'net/v4/websockets' {
     state: 'connecting' | 'open' | 'closing';
     /** The session's user; null when the host's access control gave none. */
     user: SessionUser;
+    /** The islet host the session is connected to (in a cluster, one of several; alone, this one). */
+    host: string;
   }
 
   /** A connection a browser (or any client) opened to one of the tenant's endpoints. */
   export interface WebsocketSession {
     readonly id: string;
     readonly endpoint: string;
+    /** The islet host the session is connected to. */
+    readonly host: string;
     /** The session's user; null when the host's access control gave none. */
     readonly user: SessionUser;
-    /** Sends a text message to this session. Throws on a non-string, an oversize message, or a closed session. */
+    /** Sends a text message to this session, on whichever host it is. Throws on a non-string, an oversize message, or a closed session (ISLET_ERR_CLUSTER: on a host out of reach). */
     send(message: string): void;
     /** Closes the session; `code` is 1000 (default) or 3000-4999, `reason` at most 123 bytes. */
     close(code?: number, reason?: string): void;
@@ -84,10 +88,25 @@ declare module 'net/v4/websockets' {
   export function getClients(): ClientMetadata[];
   export function getClient(id: string): WebsocketClient | null;
   export function getClientByHandler(handler: string): WebsocketClient | null;
-  /** Metadata of the open sessions on this tenant's endpoints (never another project's). */
+  /** Metadata of the open sessions on this tenant's endpoints, on every host of the cluster (never another project's). */
   export function getSessions(): SessionMetadata[];
-  /** A session of this tenant's endpoints by id, or null. */
+  /** A session of this tenant's endpoints by id, on any host of the cluster, or null. */
   export function getSession(id: string): WebsocketSession | null;
+  /**
+   * Session `sessionId` (on any host) joins `topic`: it gets what is
+   * published to it, until it unsubscribes or closes. Topics are the
+   * tenant's own: another tenant's of the same name is another topic. A
+   * topic name is 1 to 256 bytes; a session joins at most `maxTopics`.
+   */
+  export function subscribe(sessionId: string, topic: string): void;
+  export function unsubscribe(sessionId: string, topic: string): void;
+  /**
+   * Sends `message` to every session subscribed to `topic`, on every host.
+   * The message leaves the isolate once, and each host frames it once. While
+   * this host has lost Redis, it reaches this host's subscribers, then
+   * throws ISLET_ERR_CLUSTER.
+   */
+  export function publish(topic: string, message: string): void;
   /** The message, inside `onMessage`; null elsewhere. */
   export function getMessage(): string | null;
   /** The error, inside `onError`; null elsewhere. */

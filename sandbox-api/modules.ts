@@ -5,7 +5,7 @@
 import { emit, ErrorCtor, errorText, freeze, Op, progress, reflectApply, SafeMap, StringCtor } from './host.js';
 import { newResponse, noResponse } from './response.js';
 import { asRuns, NO_RUNS } from './run-holds.js';
-import { encodeModuleFailed, Progress } from './wire.js';
+import { encodeNamed, Progress } from './wire.js';
 import { websockets } from './websockets.js';
 
 type Factory = (this: unknown, exports: object, require: (name: string) => unknown, module: { exports: unknown }) => void;
@@ -40,7 +40,7 @@ function failModule(name: string, error: string): void {
   const record = modules.get(name);
   if (record === undefined || record.factory === null) return;
   record.factory = null;
-  emit(Op.ModuleFailed, 0, encodeModuleFailed(name, error));
+  emit(Op.ModuleFailed, 0, encodeNamed(name, error));
 }
 
 /** Runs a module's factory with its own `module` and `exports`. */

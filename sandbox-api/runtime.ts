@@ -34,6 +34,7 @@ import {
   adoptSocket,
   checkText,
   forget,
+  forgetPeer,
   handlerOf,
   isSession,
   markOpen,
@@ -191,7 +192,7 @@ function runSocketEvent(kind: number, socket: string, text: string): PromiseLike
     const key = open.endpoint + '\n' + open.handler;
     let names = endpointOf.get(key);
     if (names === undefined) endpointOf.set(key, (names = [open.handler, open.endpoint]));
-    adoptSocket(socket, '', names[0], 'javascript', 'open', names[1], open.user);
+    adoptSocket(socket, '', names[0], 'javascript', 'open', names[1], open.user, '');
   }
   const handler = handlerOf(socket);
   if (handler === null) return undefined;
@@ -209,7 +210,22 @@ function runSocketEvent(kind: number, socket: string, text: string): PromiseLike
   });
 }
 
+/** A session of this tenant's on another host: known here for getSessions and getSession, and its events are that host's. */
+function peerEvent(kind: number, id: string, text: string): void {
+  if (kind === Event.PeerGone) {
+    forgetPeer(id);
+    return;
+  }
+  const host = stringSlice(text, 0, stringIndexOf(text, '\n'));
+  const open = decodeSessionOpen(stringSlice(text, host.length + 1), stringIndexOf, stringSlice);
+  adoptSocket(id, '', open.handler, 'javascript', 'open', open.endpoint, open.user, host);
+}
+
 function handleEvent(kind: number, id: number, text: string): void {
+  if (kind === Event.Peer || kind === Event.PeerGone) {
+    peerEvent(kind, StringCtor(id), text);
+    return;
+  }
   if (kind === Event.Timer) {
     fireTimer(id);
     return;
@@ -254,7 +270,7 @@ function cancel(run: number): void {
 /** Rebuilds the socket registry after the isolate was recreated: flat, ADOPT_FIELDS strings a socket, own elements of a copied array. */
 function adopt(list: string[]): void {
   for (let i = 0; i + ADOPT_FIELDS <= list.length; i += ADOPT_FIELDS) {
-    adoptSocket(list[i]!, list[i + 1]!, list[i + 2]!, list[i + 3]!, list[i + 4] as SocketState, list[i + 5]!, list[i + 6]!);
+    adoptSocket(list[i]!, list[i + 1]!, list[i + 2]!, list[i + 3]!, list[i + 4] as SocketState, list[i + 5]!, list[i + 6]!, list[i + 7]!);
   }
 }
 

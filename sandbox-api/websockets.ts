@@ -4,6 +4,7 @@
 // only keeps the tenant's view of them.
 import { currentRuns, hold, NO_RUNS, type Runs, without } from './run-holds.js';
 import {
+  clusterAway,
   config,
   emit,
   exceedsBytes,
@@ -17,7 +18,7 @@ import {
   ErrorCtor,
   jsonParse,
 } from './host.js';
-import { encodeClose } from './wire.js';
+import { encodeClose, encodeNamed, MAX_TOPIC_BYTES } from './wire.js';
 import type { ClientMetadata, Method, SessionMetadata, SessionUser, WebsocketClient, WebsocketSession } from 'net/v4/websockets';
 
 // The types are the published contract's (islet.d.ts): one definition for
@@ -32,6 +33,8 @@ interface SocketRecord {
   endpoint: string | null;
   /** A session's user, as `authorize` gave it (parsed from JSON when first asked for); null for none. */
   user: string;
+  /** The host of the cluster a session is on; '' for this one. */
+  host: string;
   uri: string;
   handler: string;
   engine: string;
@@ -106,6 +109,7 @@ function makeApi(record: SocketRecord): WebsocketClient | WebsocketSession {
     const text = checkText(message, `${what}.send(message)`);
     const current = sockets.get(id);
     if (current === undefined || current.state === 'closing') {
+      if (record.host !== '' && clusterAway()) throw outOfReach(record);
       throw new ErrorCtor(`ISLET_ERR_CLIENT_CLOSED: ${endpoint === null ? 'client' : 'session'} ${id} (${uri}) is closed`);
     }
     // Before a client opens the host queues this and sends it on open, as
@@ -115,12 +119,22 @@ function makeApi(record: SocketRecord): WebsocketClient | WebsocketSession {
   const close = (code?: number, reason?: string): void => {
     const how = checkClose(code, reason);
     const current = sockets.get(id);
+    if (current === undefined && record.host !== '' && clusterAway()) throw outOfReach(record);
     if (current === undefined || current.state === 'closing') return;
     current.state = 'closing';
     emit(Op.Close, socket, how);
   };
-  if (endpoint !== null) return freeze({ id, endpoint, user: userOf(record), send, close });
+  if (endpoint !== null) return freeze({ id, endpoint, host: hostOf(record), user: userOf(record), send, close });
   return freeze({ id, uri, handler: record.handler, engine: record.engine, send, close: () => close() });
+}
+
+/** The host a session is on, by name. */
+function hostOf(record: SocketRecord): string {
+  return record.host === '' ? config.host : record.host;
+}
+
+function outOfReach(record: SocketRecord): Error {
+  return new ErrorCtor(`ISLET_ERR_CLUSTER: session ${record.id} is on host ${record.host}, out of reach while this host has lost Redis`);
 }
 
 function register(fields: Omit<SocketRecord, 'api' | 'runs'>, runs: Runs = NO_RUNS): SocketRecord {
@@ -133,8 +147,8 @@ function register(fields: Omit<SocketRecord, 'api' | 'runs'>, runs: Runs = NO_RU
  * Rebuilds the registry in a recreated isolate from the host's records, or
  * records a session the host accepted (state open; the endpoint is set).
  */
-export function adoptSocket(id: string, uri: string, handler: string, engine: string, state: SocketState, endpoint: string, user: string): void {
-  register({ id, uri, handler, engine, state, endpoint: endpoint === '' ? null : endpoint, user });
+export function adoptSocket(id: string, uri: string, handler: string, engine: string, state: SocketState, endpoint: string, user: string, host: string): void {
+  register({ id, uri, handler, engine, state, endpoint: endpoint === '' ? null : endpoint, user, host });
 }
 
 /** A session's user: its JSON parsed once, on first use (most sessions are never asked). */
@@ -162,10 +176,30 @@ export function runsOfSocket(id: string): Runs {
   return sockets.get(id)?.runs ?? NO_RUNS;
 }
 
-/** The handler a socket's events go to, or null if it is not this tenant's. */
+/** The handler a socket's events go to, or null if it is not this tenant's (or is on another host: its events are that host's). */
 export function handlerOf(id: string): string | null {
   const record = sockets.get(id);
-  return record === undefined ? null : record.handler;
+  return record === undefined || record.host !== '' ? null : record.handler;
+}
+
+/** A session of this tenant's, on this host or another. */
+function sessionRecord(id: unknown, what: string): SocketRecord {
+  const record = sockets.get(StringCtor(id));
+  if (record === undefined || record.endpoint === null) throw new RangeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: ${what}: no session "${StringCtor(id)}" of this tenant is open`);
+  return record;
+}
+
+function checkTopic(topic: unknown, what: string): string {
+  if (typeof topic !== 'string' || topic === '') throw new TypeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: ${what} takes a topic name, a string that is not empty`);
+  if (exceedsBytes(topic, MAX_TOPIC_BYTES)) throw new RangeErrorCtor(`ISLET_ERR_BAD_ARGUMENT: ${what}: topic name is over ${MAX_TOPIC_BYTES} bytes`);
+  return topic;
+}
+
+/** Joins or leaves a topic; a session on another host is told through its host. */
+function subscription(op: number, sessionId: unknown, topic: unknown, what: string): void {
+  const name = checkTopic(topic, what);
+  const record = sessionRecord(sessionId, what);
+  emit(op, Number(record.id), name);
 }
 
 export function isSession(id: string): boolean {
@@ -176,6 +210,12 @@ export function isSession(id: string): boolean {
 export function markOpen(id: string): void {
   const record = sockets.get(id);
   if (record !== undefined && record.state === 'connecting') record.state = 'open';
+}
+
+/** A session on another host is gone. */
+export function forgetPeer(id: string): void {
+  const record = sockets.get(id);
+  if (record !== undefined && record.host !== '') forget(id);
 }
 
 /** Dirigible removes a client from the registry before `onClose` runs. */
@@ -192,7 +232,7 @@ export const websockets = freeze({
     const name = engine === undefined || engine === null ? 'javascript' : StringCtor(engine);
     const runs = currentRuns();
     hold(runs);
-    return apiOf(register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null, user: '' }, runs)) as WebsocketClient;
+    return apiOf(register({ id, uri: StringCtor(uri), handler: StringCtor(handler), engine: name, state: 'connecting', endpoint: null, user: '', host: '' }, runs)) as WebsocketClient;
   },
   getClients(): ClientMetadata[] {
     const list: ClientMetadata[] = [];
@@ -212,17 +252,30 @@ export const websockets = freeze({
     });
     return found === null ? null : (apiOf(found) as WebsocketClient);
   },
-  /** Sessions open on this tenant's endpoints, for a handler that broadcasts. */
+  /** Sessions open on this tenant's endpoints, on every host of the cluster, for a handler that broadcasts. */
   getSessions(): SessionMetadata[] {
     const list: SessionMetadata[] = [];
     sockets.forEach((r) => {
-      if (r.endpoint !== null) list[list.length] = { id: r.id, endpoint: r.endpoint, handler: r.handler, state: r.state, user: userOf(r) };
+      if (r.endpoint !== null) list[list.length] = { id: r.id, endpoint: r.endpoint, handler: r.handler, state: r.state, user: userOf(r), host: hostOf(r) };
     });
     return list;
   },
   getSession(id: string): WebsocketSession | null {
     const record = sockets.get(StringCtor(id));
     return record === undefined || record.endpoint === null ? null : (apiOf(record) as WebsocketSession);
+  },
+  subscribe(sessionId: string, topic: string): void {
+    subscription(Op.Subscribe, sessionId, topic, 'subscribe(sessionId, topic)');
+  },
+  unsubscribe(sessionId: string, topic: string): void {
+    subscription(Op.Unsubscribe, sessionId, topic, 'unsubscribe(sessionId, topic)');
+  },
+  /** Sends `message` to every session of this tenant's subscribed to `topic`, on every host; it leaves the isolate once. */
+  publish(topic: string, message: string): void {
+    const name = checkTopic(topic, 'publish(topic, message)');
+    const text = checkText(message, 'publish(topic, message)');
+    emit(Op.Publish, 0, encodeNamed(name, text));
+    if (clusterAway()) throw new ErrorCtor('ISLET_ERR_CLUSTER: the message reached the subscribers on this host only: it has lost Redis, and with it the other hosts');
   },
   getMessage(): string | null {
     return context === null ? null : context.message;

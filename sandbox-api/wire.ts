@@ -13,7 +13,18 @@
 // what the shared memory holds. No tenant code can run while either is read.
 
 /** Event kinds of a dispatch batch. */
-export const Event = { Open: 0, Message: 1, Error: 2, Close: 3, Timer: 4, Run: 5 } as const;
+export const Event = {
+  Open: 0,
+  Message: 1,
+  Error: 2,
+  Close: 3,
+  Timer: 4,
+  Run: 5,
+  /** A session of this tenant on another host of the cluster: `text` is `encodePeer`'s. No handler runs. */
+  Peer: 6,
+  /** That session is gone (closed, or its host out of reach). No handler runs. */
+  PeerGone: 7,
+} as const;
 
 /** Output operations. */
 export const Op = {
@@ -27,11 +38,20 @@ export const Op = {
   Error: 3,
   /** A handler's exception that islet caught: reported, it fails nothing. */
   HandlerError: 4,
-  /** A module failed while it loaded (threw, or ran past its budget): `text` is `encodeModuleFailed`'s. It is not run again. */
+  /** A module failed while it loaded (threw, or ran past its budget): `text` is `encodeNamed(module, error)`. It is not run again. */
   ModuleFailed: 5,
   /** Part of script run `id`'s HTTP response: `text` is `encodeResponsePart`'s. */
   Response: 6,
+  /** Session `id` joins topic `text`. */
+  Subscribe: 7,
+  /** Session `id` leaves topic `text`. */
+  Unsubscribe: 8,
+  /** A message to every subscriber of a topic: `text` is `encodeNamed(topic, message)`. */
+  Publish: 9,
 } as const;
+
+/** Longest topic name, in bytes of UTF-8. */
+export const MAX_TOPIC_BYTES = 256;
 
 /** The runtime's slots in the Int32Array it shares with the worker. */
 export const Progress = {
@@ -41,13 +61,17 @@ export const Progress = {
   Loading: 1,
   /** UTF-16 units of output written into the shared output buffer and not yet taken. */
   Output: 2,
-  SLOTS: 3,
+  /** 1 while the host is in a cluster whose Redis is out of reach (the worker writes it): calls to other hosts fail. */
+  ClusterAway: 3,
+  SLOTS: 4,
 } as const;
 
 /** Size of the shared output buffer; when an operation does not fit, the runtime has the worker take what is there first. */
 export const OUTPUT_BUFFER_BYTES = 64 * 1024;
-/** Units before each text in the shared output buffer: op, id (low and high 16 bits), text length. */
-export const OUTPUT_HEADER = 4;
+/** Units before each text in the shared output buffer: op, id (three 16-bit units, low first), text length. */
+export const OUTPUT_HEADER = 5;
+/** Ids up to this go through the shared buffer (a socket id is 48 bits; a console line's id a little more, and goes through the callback). */
+export const SHARED_ID_MAX = 2 ** 48 - 1;
 /** Texts up to this many units go through the shared buffer; longer ones cost less through the callback than written unit by unit. */
 export const SHARED_TEXT_MAX = 256;
 /** The op with which the runtime's callback asks the worker only to take the shared buffer. */
@@ -91,8 +115,16 @@ export function decodeSessionOpen(
   return { endpoint: slice(text, 0, a), user: slice(text, a + 1, b), handler: slice(text, b + 1) };
 }
 
-/** How many strings each socket takes in the list a recreated isolate adopts: id, uri, handler, engine, state, endpoint, user. */
-export const ADOPT_FIELDS = 7;
+/**
+ * The text of a Peer event: the session's host, then `encodeSessionOpen`'s
+ * text. A host name holds no newline (options.ts checks it).
+ */
+export function encodePeer(host: string, endpoint: string, user: string, handler: string): string {
+  return host + '\n' + encodeSessionOpen(endpoint, user, handler);
+}
+
+/** How many strings each socket takes in the list a recreated isolate adopts: id, uri, handler, engine, state, endpoint, user, host. */
+export const ADOPT_FIELDS = 8;
 
 /** `WebsocketSession.close(code, reason)` as the text of a Close operation; '' for a plain close. */
 export function encodeClose(code: number | undefined, reason: string): string {
@@ -104,15 +136,19 @@ export function decodeClose(text: string): { code?: number; reason?: string } {
   return colon < 0 ? {} : { code: Number(text.slice(0, colon)), reason: text.slice(colon + 1) };
 }
 
-/** A ModuleFailed operation's text: the module's name, its length first (a file path may hold any character), then the error. Runs in the isolate: no builtin is called. */
-export function encodeModuleFailed(module: string, error: string): string {
-  return module.length + ':' + module + error;
+/**
+ * A name and a text in one string (a ModuleFailed's module and error, a
+ * Publish's topic and message): the name's length first, as a name (a file
+ * path, a topic) may hold any character. Runs in the isolate: no builtin is called.
+ */
+export function encodeNamed(name: string, text: string): string {
+  return name.length + ':' + name + text;
 }
 
-export function decodeModuleFailed(text: string): { module: string; error: string } {
+export function decodeNamed(text: string): { name: string; text: string } {
   const colon = text.indexOf(':');
   const end = colon + 1 + Number(text.slice(0, colon));
-  return { module: text.slice(colon + 1, end), error: text.slice(end) };
+  return { name: text.slice(colon + 1, end), text: text.slice(end) };
 }
 
 /** A Response operation's text: its kind (`p` printed text, `b` bytes one character each, `s` status, `h` header, `c` close), then what it carries (a header: its name's length, `:`, name and value). Runs in the isolate: no builtin is called. */

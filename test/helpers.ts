@@ -310,6 +310,11 @@ export function connect(url: string, options: ClientOptions = {}): Promise<TestC
   });
 }
 
+/** Resolves once `client` has received `text`. */
+export async function heard(client: TestClient, text: string): Promise<void> {
+  while (!client.messages.includes(text)) await client.receive(client.messages.length + 1);
+}
+
 /** Debian's Chromium, headless, with nothing of its own on the network. */
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({

@@ -1,5 +1,6 @@
-// What the tests need beyond npm: Debian's chromium (the browser tests) and
-// python3-websockets (an independent, non-Node client). `npm test` runs this
+// What the tests need beyond npm: Debian's chromium (the browser tests),
+// python3-websockets (an independent, non-Node client) and redis-server (the
+// cluster tests, which start their own on a free loopback port). `npm test` runs this
 // first. Missing packages are installed when that is possible (root with
 // apt-get, as `playwright install --with-deps` would); otherwise it fails at
 // once with one line naming the packages and the command that installs them,
@@ -9,6 +10,7 @@ import { accessSync, constants } from 'node:fs';
 
 const NEEDS = [
   { pkg: 'chromium', present: () => executable('/usr/bin/chromium') },
+  { pkg: 'redis-server', present: () => executable('/usr/bin/redis-server') },
   {
     pkg: 'python3-websockets',
     present: () => spawnSync('/usr/bin/python3', ['-c', 'import websockets'], { stdio: 'ignore' }).status === 0,

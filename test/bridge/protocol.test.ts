@@ -41,8 +41,9 @@ describe('host-worker protocol', () => {
   it('protocol: an empty frame whose header arrives in two reads is handed on, and the frames after it', () => {
     const got: [number, string][] = [];
     const reader = new FrameReader((_kind, id, payload) => got.push([id, payload.toString()]));
-    const empty = Buffer.from([FrameKind.TextIn, 7, 0, 0, 0, 0, 0, 0, 0]);
-    const next = Buffer.concat([Buffer.from([FrameKind.TextIn, 8, 0, 0, 0, 2, 0, 0, 0]), Buffer.from('hi')]);
+    // [kind][id: 6 bytes][length: 4 bytes]
+    const empty = Buffer.from([FrameKind.TextIn, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    const next = Buffer.concat([Buffer.from([FrameKind.TextIn, 8, 0, 0, 0, 0, 0, 2, 0, 0, 0]), Buffer.from('hi')]);
     reader.push(empty.subarray(0, 4));
     reader.push(Buffer.concat([empty.subarray(4), next.subarray(0, 3)]));
     reader.push(next.subarray(3));
@@ -147,11 +148,14 @@ describe('host-worker protocol', () => {
   });
 
   it('protocol: a worker message is checked field by field; the only socket a worker may make is a client', () => {
-    const client = { id: 7, kind: 'client', tenant: 'p', handler: 'p/h', uri: 'ws://127.0.0.1:1/', engine: 'javascript', state: 'connecting', endpoint: '', user: '' };
+    const client = { id: 7, kind: 'client', tenant: 'p', handler: 'p/h', uri: 'ws://127.0.0.1:1/', engine: 'javascript', state: 'connecting', endpoint: '', user: '', host: '' };
     const decode = (message: unknown) => decodeWorkerMessage(Buffer.from(JSON.stringify(message)));
     expect(decode({ t: 'connect', socket: client })).to.deep.equal({ t: 'connect', socket: client });
     expect(() => decode({ t: 'connect', socket: { ...client, kind: 'session', endpoint: 'e' } })).to.throw('worker message "connect": bad field "socket"');
     expect(() => decode({ t: 'connect', socket: { ...client, id: -1 } })).to.throw('bad field "socket"');
+    // A client is this host's: a worker cannot place one on another host of the cluster.
+    expect(() => decode({ t: 'connect', socket: { ...client, host: 'elsewhere' } })).to.throw('bad field "socket"');
+    expect(() => decode({ t: 'publish', tenant: 'p', topic: 'lobby' })).to.throw('worker message "publish": bad field "text"');
     expect(() => decode({ t: 'log', tenant: 'p', level: 'shout', text: 'x' })).to.throw('worker message "log": bad field "level"');
     expect(() => decode({ t: 'toString' })).to.throw('unknown worker message type "toString"');
     expect(() => decode([1])).to.throw('unknown worker message type undefined');

@@ -1,0 +1,68 @@
+// Which of this host's sessions are subscribed to which topic. Topics are a
+// tenant's own: tenant B's "lobby" is not tenant A's, so they are kept per
+// tenant. Each session keeps its own topics too, to leave them all when it
+// closes. A cluster (cluster.ts) hears when a topic gets its first local
+// subscriber and loses its last, to follow it on Redis only as long as
+// someone here listens.
+
+/** What a topic needs of a session. */
+export interface Subscriber {
+  info: { tenant: string };
+  /** The topics the session is subscribed to; made on first use. */
+  topics: Set<string> | null;
+}
+
+export interface TopicWatch {
+  first(tenant: string, topic: string): void;
+  last(tenant: string, topic: string): void;
+}
+
+export class Topics<S extends Subscriber> {
+  private readonly byTenant = new Map<string, Map<string, Set<S>>>();
+  watch: TopicWatch | null = null;
+
+  constructor(private readonly maxTopics: number) {}
+
+  /** False when the session already has maxTopics topics. */
+  join(socket: S, topic: string): boolean {
+    const own = (socket.topics ??= new Set());
+    if (own.has(topic)) return true;
+    if (own.size >= this.maxTopics) return false;
+    own.add(topic);
+    let topics = this.byTenant.get(socket.info.tenant);
+    if (topics === undefined) this.byTenant.set(socket.info.tenant, (topics = new Map()));
+    let subscribers = topics.get(topic);
+    if (subscribers === undefined) {
+      topics.set(topic, (subscribers = new Set()));
+      this.watch?.first(socket.info.tenant, topic);
+    }
+    subscribers.add(socket);
+    return true;
+  }
+
+  leave(socket: S, topic: string): void {
+    if (socket.topics?.delete(topic) !== true) return;
+    const topics = this.byTenant.get(socket.info.tenant)!;
+    const subscribers = topics.get(topic)!;
+    subscribers.delete(socket);
+    if (subscribers.size > 0) return;
+    topics.delete(topic);
+    if (topics.size === 0) this.byTenant.delete(socket.info.tenant);
+    this.watch?.last(socket.info.tenant, topic);
+  }
+
+  /** A session closed: it leaves every topic. */
+  leaveAll(socket: S): void {
+    if (socket.topics === null) return;
+    for (const topic of [...socket.topics]) this.leave(socket, topic);
+  }
+
+  subscribers(tenant: string, topic: string): ReadonlySet<S> | undefined {
+    return this.byTenant.get(tenant)?.get(topic);
+  }
+
+  /** Every topic with a subscriber here, as [tenant, topic]. */
+  *inUse(): Iterable<[string, string]> {
+    for (const [tenant, topics] of this.byTenant) for (const topic of topics.keys()) yield [tenant, topic];
+  }
+}

@@ -1,0 +1,104 @@
+// Real parts for the cluster tests: a redis-server on a free loopback port,
+// and islet hosts as `islet serve` processes (killable with SIGKILL).
+import { type ChildProcess, spawn } from 'node:child_process';
+import net from 'node:net';
+import { CLI } from './helpers.js';
+
+/** A free TCP port on 127.0.0.1, for a server started next. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once `child`'s standard output has printed a line matching `pattern`; rejects if it exits first or `timeoutMs` passes. */
+function waitForOutput(child: ChildProcess, pattern: RegExp, what: string, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => done(new Error(`${what}: no "${pattern}" within ${timeoutMs} ms; it printed: ${seen.slice(-2000)}`)), timeoutMs);
+    const onData = (data: Buffer): void => {
+      seen += data.toString();
+      const match = pattern.exec(seen);
+      if (match !== null) done(null, match);
+    };
+    const onExit = (code: number | null): void => done(new Error(`${what} exited (${code}) before "${pattern}"; it printed: ${seen.slice(-2000)}`));
+    const done = (error: Error | null, match?: RegExpMatchArray): void => {
+      clearTimeout(timer);
+      child.stdout!.off('data', onData);
+      child.stderr!.off('data', onData);
+      child.off('exit', onExit);
+      if (error !== null) reject(error);
+      else resolve(match!);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.on('exit', onExit);
+  });
+}
+
+export interface RedisServer {
+  port: number;
+  url: string;
+  /** SIGKILL: gone at once, everything it held with it. */
+  kill(): Promise<void>;
+  /** A new, empty redis-server on the same port. */
+  restart(): Promise<void>;
+}
+
+/** Debian's redis-server on 127.0.0.1, with nothing written to disk. */
+export async function startRedis(): Promise<RedisServer> {
+  const port = await freePort();
+  let child: ChildProcess | null = null;
+  const start = async (): Promise<void> => {
+    child = spawn('/usr/bin/redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    await waitForOutput(child, /Ready to accept connections/, 'redis-server');
+  };
+  const kill = async (): Promise<void> => {
+    const running = child;
+    child = null;
+    if (running === null || running.exitCode !== null) return;
+    const exited = new Promise((resolve) => running.once('exit', resolve));
+    running.kill('SIGKILL');
+    await exited;
+  };
+  await start();
+  return { port, url: `redis://127.0.0.1:${port}`, kill, restart: start };
+}
+
+export interface IsletHost {
+  name: string;
+  port: number;
+  child: ChildProcess;
+  url(endpoint: string): string;
+  /** What it printed so far. */
+  output(): string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** `islet serve ROOT --redis URL` on a free port; resolves once it listens. */
+export async function startHost(root: string, redis: string, name: string, extra: string[] = []): Promise<IsletHost> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [CLI, 'serve', root, '--port', String(port), '--redis', redis, '--host-name', name, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let printed = '';
+  child.stdout!.on('data', (d: Buffer) => (printed += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (printed += d.toString()));
+  await waitForOutput(child, /listening on http:/, `islet host ${name}`);
+  return {
+    name,
+    port,
+    child,
+    url: (endpoint) => `ws://127.0.0.1:${port}/websockets/v4/service/${endpoint}`,
+    output: () => printed,
+    kill: async (signal = 'SIGTERM') => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
