@@ -106,6 +106,8 @@ export class Cluster implements Presence, TopicWatch {
   private toWorkers: { add: SocketInfo[]; remove: number[] } = { add: [], remove: [] };
   private toWorkersScheduled = false;
   private readonly timers: NodeJS.Timeout[] = [];
+  /** What Redis's connection last failed with, for the error that says Redis cannot be reached. */
+  private lastError = '';
   private messagesIn = 0;
   private messagesOut = 0;
   private readonly aliveMs: number;
@@ -131,7 +133,8 @@ export class Cluster implements Presence, TopicWatch {
     this.command = new Redis(options.redis, connection);
     this.subscriber = new Redis(options.redis, connection);
     for (const redis of [this.command, this.subscriber]) {
-      redis.on('error', () => {}); // 'close' says it; ioredis connects again by itself
+      // 'close' acts on it; ioredis connects again by itself.
+      redis.on('error', (error: Error) => (this.lastError = error.message));
       redis.on('close', () => this.lost());
       redis.on('ready', () => void this.rejoin());
     }
@@ -144,7 +147,7 @@ export class Cluster implements Presence, TopicWatch {
       await Promise.all([this.command.connect(), this.subscriber.connect()]);
     } catch (error) {
       await this.quit();
-      throw new IsletError('ISLET_ERR_CLUSTER', `cannot reach Redis at ${this.options.redis}: ${(error as Error).message}`);
+      throw new IsletError('ISLET_ERR_CLUSTER', `cannot reach Redis at ${this.options.redis}: ${this.lastError || (error as Error).message}`);
     }
     this.slot = await this.claimSlot();
     await this.rejoin();
@@ -452,12 +455,15 @@ export class Cluster implements Presence, TopicWatch {
   }
 
   // Presence: this host's sessions, written in one transaction a turn.
+  // Not kept while Redis is away: the next join writes the whole entry.
   opened(info: SocketInfo): void {
+    if (!this.joined && !this.joining) return;
     (this.changes.add ??= []).push([info.id, ...entryOf(info)]);
     this.scheduleChanges();
   }
 
   closed(info: SocketInfo): void {
+    if (!this.joined && !this.joining) return;
     (this.changes.remove ??= []).push(info.id);
     this.scheduleChanges();
   }

@@ -73,6 +73,8 @@ export async function startRedis(): Promise<RedisServer> {
 export interface IsletHost {
   name: string;
   port: number;
+  /** Its /metrics, as Prometheus text. */
+  metrics(): Promise<string>;
   child: ChildProcess;
   url(endpoint: string): string;
   /** What it printed so far. */
@@ -83,14 +85,16 @@ export interface IsletHost {
 /** `islet serve ROOT --redis URL` on a free port; resolves once it listens. */
 export async function startHost(root: string, redis: string, name: string, extra: string[] = []): Promise<IsletHost> {
   const port = await freePort();
-  const child = spawn(process.execPath, [CLI, 'serve', root, '--port', String(port), '--redis', redis, '--host-name', name, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = [CLI, 'serve', root, '--port', String(port), '--redis', redis, '--host-name', name, '--metrics-port', '0', ...extra];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let printed = '';
   child.stdout!.on('data', (d: Buffer) => (printed += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (printed += d.toString()));
-  await waitForOutput(child, /listening on http:/, `islet host ${name}`);
+  const [, metricsUrl] = await waitForOutput(child, /metrics on (http:\S+\/metrics)/, `islet host ${name}`);
   return {
     name,
     port,
+    metrics: async () => (await fetch(metricsUrl!)).text(),
     child,
     url: (endpoint) => `ws://127.0.0.1:${port}/websockets/v4/service/${endpoint}`,
     output: () => printed,

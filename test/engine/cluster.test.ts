@@ -1,10 +1,12 @@
 import { expect } from 'chai';
-import { type IsletHost, type RedisServer, startHost, startRedis } from '../cluster-helpers.js';
+import { Engine } from '../../engine/index.js';
+import { freePort, type IsletHost, type RedisServer, startHost, startRedis } from '../cluster-helpers.js';
 import { connect, heard, makeRoot, type TestClient } from '../helpers.js';
 
 // One handler for two tenants ("chat" and "other"): each session is told what
 // to do in its messages, and answers what it saw.
 const HANDLER = `import websockets from 'net/v4/websockets';
+let held = null;
 export function onOpen(sessionId) {
   websockets.getSession(sessionId).send('id ' + sessionId);
 }
@@ -32,6 +34,12 @@ export function onMessage(message, sessionId) {
       case 'close':
         websockets.getSession(a).close(4000, 'bye');
         return 'closed';
+      case 'hold':
+        held = websockets.getSession(a);
+        return 'sent ' + held.host;
+      case 'to-held':
+        held.send(a);
+        return 'sent ' + held.host;
     }
   } catch (error) {
     return 'error ' + error.message;
@@ -156,6 +164,20 @@ describe('cluster: three hosts through a real Redis', function () {
     expect(sa2.client.messages).to.not.include('after');
   });
 
+  it('cluster: metrics say the hosts seen, that Redis is connected, and the messages over it each way', async () => {
+    const [sa, sb] = await Promise.all([open(a), open(b)]);
+    await listUntil(sa, (l) => l.length === 2);
+    await listUntil(sb, (l) => l.length === 2);
+    expect(await ask(sa, `to ${sb.id} over-redis`)).to.equal(`sent ${b.name}`);
+    await heard(sb.client, 'over-redis');
+    const [ma, mb] = await Promise.all([a.metrics(), b.metrics()]);
+    expect(ma).to.match(/^islet_cluster_hosts 3$/m);
+    expect(ma).to.match(/^islet_cluster_redis_connected 1$/m);
+    const count = (text: string, direction: string): number => Number(new RegExp(`^islet_cluster_messages_total\\{direction="${direction}"\\} (\\d+)$`, 'm').exec(text)![1]);
+    expect(count(ma, 'out')).to.be.at.least(1);
+    expect(count(mb, 'in')).to.be.at.least(2); // A's session, and the send
+  });
+
   it('cluster: a direct send from host A reaches a session on host C, in order; close from A closes it', async () => {
     const [sa, sc] = await Promise.all([open(a), open(c)]);
     await listUntil(sa, (l) => l.length === 2);
@@ -207,6 +229,8 @@ describe('cluster: three hosts through a real Redis', function () {
     const [sa1, sa2, sc] = await Promise.all([open(a), open(a), open(c)]);
     expect(await ask(sa2, `sub ${sa2.id} lobby`)).to.equal('subscribed');
     await listUntil(sa1, (l) => l.length === 3);
+    expect(await a.metrics()).to.match(/^islet_cluster_redis_connected 1$/m);
+    expect(await ask(sa1, `hold ${sc.id}`)).to.equal(`sent ${c.name}`);
     await redis.kill();
     // Local delivery goes on: a publish reaches this host's subscriber, then says what it could not do.
     const published = await listUntilAnswer(sa1, 'pub lobby local-only', /^error ISLET_ERR_CLUSTER/);
@@ -214,13 +238,33 @@ describe('cluster: three hosts through a real Redis', function () {
     await heard(sa2.client, 'local-only');
     // The session on C is out of this host's reach; local sends still work.
     expect(await ask(sa1, `to ${sc.id} across`)).to.equal(`no session ${sc.id}`);
+    expect(await ask(sa1, 'to-held across')).to.equal(`error ISLET_ERR_CLUSTER: session ${sc.id} is on host ${c.name}, out of reach while this host has lost Redis`);
     expect(await sessionsSeen(sa1)).to.deep.equal([entry(a, sa1), entry(a, sa2)].sort());
     expect(await ask(sa1, `to ${sa2.id} local`)).to.equal(`sent ${a.name}`);
+    expect(await a.metrics()).to.match(/^islet_cluster_redis_connected 0$/m);
+    expect(await a.metrics()).to.match(/^islet_cluster_hosts 1$/m);
+    expect(a.output()).to.include(`islet: cluster: lost Redis at ${redis.url}; serving this host's sessions only until it is back`);
     await redis.restart();
     await listUntil(sa1, (l) => l.length === 3, 20_000);
+    expect(await a.metrics()).to.match(/^islet_cluster_redis_connected 1$/m);
     expect(await ask(sa1, `to ${sc.id} across-again`)).to.equal(`sent ${c.name}`);
     await heard(sc.client, 'across-again');
     expect(sc.client.messages).to.not.include('across');
+  });
+});
+
+describe('cluster: options and start', () => {
+  it('cluster: a bad Redis URL, host name or deadAfterMs is ISLET_ERR_BAD_OPTION; an unreachable Redis fails start() with ISLET_ERR_CLUSTER', async () => {
+    const root = makeRoot({});
+    expect(() => new Engine({ root, cluster: { redis: 'http://127.0.0.1:6379' } })).to.throw('ISLET_ERR_BAD_OPTION: cluster.redis must be a Redis URL like redis://127.0.0.1:6379, got "http://127.0.0.1:6379"');
+    expect(() => new Engine({ root, cluster: { redis: 'redis://127.0.0.1:6379', name: 'a b' } })).to.throw('ISLET_ERR_BAD_OPTION: cluster.name must be 1 to 200 printable characters with no space, got "a b"');
+    expect(() => new Engine({ root, cluster: { redis: 'redis://127.0.0.1:6379', deadAfterMs: 10 } })).to.throw('ISLET_ERR_BAD_OPTION: cluster.deadAfterMs must be an integer from 500 to 3600000, got 10');
+    const port = await freePort();
+    const engine = new Engine({ root, cluster: { redis: `redis://127.0.0.1:${port}` } });
+    let message = '';
+    await engine.start().catch((error: Error) => (message = error.message));
+    expect(message).to.equal(`ISLET_ERR_CLUSTER: cannot reach Redis at redis://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port}`);
+    await engine.close();
   });
 });
 

@@ -23,12 +23,20 @@ describe('sandbox-api typings', () => {
     const result = typeCheck({
       'p/h.ts': `
         import { getMessage, getMethod, getClientByHandler, isOnMessage, type WebsocketHandler, type Method } from "net/v4/websockets";
+        import { getSessions, getSession, subscribe, unsubscribe, publish, type SessionMetadata } from "net/v4/websockets";
         export const onMessage: WebsocketHandler["onMessage"] = (message, id) => {
           const current: string | null = getMessage();
           const method: Method | null = getMethod();
           if (isOnMessage()) getClientByHandler("p/h")?.send(message.toUpperCase() + id + current + method);
         };
         export function onError(error: string): void { console.error(error); }
+        export function onOpen(id: string): void {
+          subscribe(id, "lobby");
+          const hosts: string[] = getSessions().map((s: SessionMetadata) => s.host + s.endpoint);
+          const session = getSession(id);
+          if (session !== null) publish("lobby", session.host + hosts.join());
+          unsubscribe(id, "lobby");
+        }
       `,
       'p/main.ts': `
         import * as v4 from "net/v4/websockets";
@@ -80,6 +88,8 @@ describe('sandbox-api typings', () => {
         'Websockets.createWebsocket("ws://x/");',
         'import { setStatus } from "http/v4/response";',
         'setStatus("200");',
+        'import { publish } from "net/v4/websockets";',
+        'publish("lobby");',
       ].join('\n'),
     });
     expect(result.status).to.equal(2);
@@ -88,5 +98,6 @@ describe('sandbox-api typings', () => {
     expect(result.output).to.contain("p/bad.ts(4,13): error TS2591: Cannot find name 'process'.");
     expect(result.output).to.contain('p/bad.ts(6,12): error TS2554: Expected 2-3 arguments, but got 1.');
     expect(result.output).to.contain("p/bad.ts(8,11): error TS2345: Argument of type 'string' is not assignable to parameter of type 'number'.");
+    expect(result.output).to.contain('p/bad.ts(10,1): error TS2554: Expected 2 arguments, but got 1.');
   });
 });
