@@ -8,33 +8,32 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import net, { type AddressInfo } from 'node:net';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
+import { fanout, type FanoutFigures, type FanoutRow } from './fanout.js';
 import type { LoadResult, LoadSpec } from './load.js';
+import { cpuTicks, freePort, ISLET, REPO, rssKiB, runNode, type Server, sleep, startIslet as startIsletServer, startNodeServer, stop, TICK_US, waitForLine, workerPids } from './processes.js';
 
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const LOAD = fileURLToPath(new URL('./load.js', import.meta.url));
 const PLAIN = fileURLToPath(new URL('./plain-echo.js', import.meta.url));
-const ISLET = path.join(REPO, 'bin', 'islet.js');
 const WORKERD_ECHO = path.join(REPO, 'bench', 'workerd-echo.js');
 /** The workerd package exports the path of the platform's binary, and the compatibility date it supports. */
 const workerd = createRequire(import.meta.url)('workerd') as { default: string; compatibilityDate: string };
-const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
 
 const { values: args } = parseArgs({ options: { smoke: { type: 'boolean' }, out: { type: 'string' }, only: { type: 'string' } } });
-/** --only echo,tenants,single,cold,idle,recovery,run: a subset, for working on one figure. */
+/** --only echo,tenants,single,cold,idle,recovery,run,fanout: a subset, for working on one figure. */
 const ONLY = args.only === undefined ? null : new Set(args.only.split(','));
 const wanted = (name: string): boolean => ONLY === null || ONLY.has(name);
 const SMOKE = args.smoke === true;
 const OUT = path.resolve(args.out ?? path.join(REPO, 'bench'));
 const SCALE = SMOKE
-  ? { loadMs: 300, rounds: 1, tenants: 5, sessions: 50, recoveries: 1, runs: 1 }
+  ? { loadMs: 300, rounds: 1, tenants: 5, sessions: 50, recoveries: 1, runs: 1, fanout: { subscribers: 30, messages: 5, rounds: 1 } }
   : // workerd takes two file descriptors per connection: 8,000 sessions stay within a 20,000 limit.
-    { loadMs: 2500, rounds: 4, tenants: 300, sessions: 8_000, recoveries: 5, runs: 5 };
+    { loadMs: 2500, rounds: 4, tenants: 300, sessions: 8_000, recoveries: 5, runs: 5, fanout: { subscribers: 1000, messages: 200, rounds: 3 } };
 
 // ---- processes and their cost -------------------------------------------------
 
@@ -42,54 +41,16 @@ type TargetName = 'islet' | 'ws' | 'workerd';
 /** The order targets take turns in, each round. */
 const TARGETS: TargetName[] = ['ws', 'islet', 'workerd'];
 
-interface Target {
+interface Target extends Server {
   name: TargetName;
-  child: ChildProcess;
-  port: number;
-  url(endpoint: string): string;
-  /** The host process and, for islet, its sandbox workers. */
-  pids(): number[];
-}
-
-function waitForLine(child: ChildProcess, pattern: RegExp): Promise<RegExpExecArray> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      text += d.toString();
-      const found = pattern.exec(text);
-      if (found) resolve(found);
-    });
-    child.once('exit', (code) => reject(new Error(`exited with ${code} before printing ${pattern}: ${text}`)));
-  });
 }
 
 async function startPlain(): Promise<Target> {
-  const child = spawn(process.execPath, [PLAIN], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = Number((await waitForLine(child, /^(\d+)\n/))[1]);
-  return { name: 'ws', child, port, url: () => `ws://127.0.0.1:${port}/`, pids: () => [child.pid!] };
+  return { name: 'ws', ...(await startNodeServer(PLAIN, [], (port) => `ws://127.0.0.1:${port}/`)) };
 }
 
 async function startIslet(root: string): Promise<Target> {
-  const child = spawn(process.execPath, [ISLET, 'serve', root, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = Number((await waitForLine(child, /listening on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
-  return {
-    name: 'islet',
-    child,
-    port,
-    url: (endpoint) => `ws://127.0.0.1:${port}/websockets/v4/service/${endpoint}`,
-    pids: () => [child.pid!, ...workerPids(child)],
-  };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
+  return { name: 'islet', ...(await startIsletServer(root)) };
 }
 
 /** Resolves once something accepts connections on the port (workerd prints nothing when it is up). */
@@ -134,54 +95,6 @@ const config :Workerd.Config = (
 
 function start(name: TargetName, root: string): Promise<Target> {
   return name === 'islet' ? startIslet(root) : name === 'ws' ? startPlain() : startWorkerd();
-}
-
-function workerPids(host: ChildProcess): number[] {
-  try {
-    return execFileSync('pgrep', ['-P', String(host.pid), '-f', 'bridge/main.js']).toString().trim().split('\n').map(Number);
-  } catch {
-    return [];
-  }
-}
-
-async function stop(target: Target): Promise<void> {
-  const exited = new Promise((resolve) => target.child.once('exit', resolve));
-  target.child.kill('SIGTERM');
-  await exited;
-}
-
-function cpuTicks(pids: number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]); // utime, stime
-    } catch {
-      // gone
-    }
-  }
-  return ticks;
-}
-
-function rssKiB(pids: number[]): number {
-  let kib = 0;
-  for (const pid of pids) {
-    try {
-      kib += Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
-    } catch {
-      // gone
-    }
-  }
-  return kib;
-}
-
-function runNode(file: string, argv: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [file, ...argv], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`${path.basename(file)} exited with ${code}`))));
-  });
 }
 
 // ---- scenarios ----------------------------------------------------------------
@@ -318,10 +231,6 @@ async function coldStart(root: string): Promise<{ empty: number[]; cached: numbe
   } finally {
     await stop(islet);
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
@@ -606,9 +515,12 @@ async function main(): Promise<void> {
       add({ figure: `islet run of the seed client (wall, p50 of ${SCALE.runs}; plain: node + ws)`, unit: 'ms', islet: percentiles(runs.islet).p50, ws: percentiles(runs.node).p50 });
     }
 
+    const fanouts = wanted('fanout') ? await fanout(SCALE.fanout, log) : [];
+    const fanText = fanoutTable(fanouts);
+
     const command = `node dist/bench/run.js${SMOKE ? ' --smoke' : ''}  (npm run bench${SMOKE ? ' -- --smoke' : ''})`;
     const text = table(rows);
-    process.stdout.write(`\n${text}\n\n${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    process.stdout.write(`\n${text}\n\n${fanText}\n\n${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     if (ONLY !== null) return; // a partial run is for working on a figure, not a result
     mkdirSync(OUT, { recursive: true });
     writeFileSync(
@@ -631,12 +543,46 @@ ${versions()}
 ${text}
 
 ![throughput and p99](chart.svg)
+
+## Fan-out
+
+One message of 64 B published to ${fmt(SCALE.fanout.subscribers)} subscribers, ${fmt(SCALE.fanout.messages)} messages one after another
+(the next once the last subscriber has the one before), islet and its peer alternated ${SCALE.fanout.rounds}× after a warm-up.
+Latency: from the publisher's send to the arrival at the last subscriber, in the load process. CPU: every server
+process (islet's hosts and their workers; the peer's processes; and Redis, which both use across hosts) over the
+deliveries. On one host islet's tenant publishes to a topic its sessions joined as they opened; plain ws loops over
+its clients, sending to each. Across three hosts the subscribers are spread evenly and the publisher is on the second
+host: islet's hosts share one Redis (\`--redis\`); socket.io 4 runs three processes with @socket.io/redis-adapter on
+the same Redis, its clients on the websocket transport.
+
+${fanText}
 `,
     );
     writeFileSync(path.join(OUT, 'chart.svg'), chart(echoes));
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+}
+
+function fanoutTable(rows: FanoutRow[]): string {
+  if (rows.length === 0) return '';
+  const lines = ['| figure | islet | peer | islet / peer (range over rounds) | target | met |', '| --- | --- | --- | --- | --- | --- |'];
+  for (const r of rows) {
+    // One host: at or below plain ws's CPU; across hosts: ahead of socket.io on latency and CPU.
+    const target = r.layout === '1 host' ? { cpuUsPerDelivery: '≤ 1×' } : { p50Us: '< 1×', p99Us: '< 1×', cpuUsPerDelivery: '< 1×' };
+    const figures: [keyof FanoutFigures, string, string, number][] = [
+      ['p50Us', 'last delivery p50', 'µs', 0],
+      ['p99Us', 'last delivery p99', 'µs', 0],
+      ['cpuUsPerDelivery', 'server CPU per delivery', 'µs', 2],
+    ];
+    for (const [key, name, unit, digits] of figures) {
+      const goal = (target as Partial<Record<keyof FanoutFigures, string>>)[key];
+      const ratio = r.islet[key] / r.other[key];
+      const met = goal === undefined ? '' : (goal === '≤ 1×' ? ratio <= 1 : ratio < 1) ? 'yes' : '**no**';
+      lines.push(`| ${name}, ${r.layout} (peer: ${r.peer}) | ${fmt(r.islet[key], digits)} ${unit} | ${fmt(r.other[key], digits)} ${unit} | ${ratioText(r.islet[key], r.other[key], r.spread(key))} | ${goal ?? ''} | ${met} |`);
+    }
+  }
+  return lines.join('\n');
 }
 
 function log(line: string): void {

@@ -246,13 +246,18 @@ export class Sockets {
   /**
    * Corks a socket until `uncorkAll`: the replies of one batch from a worker
    * leave in one write per socket instead of one each. ws has no public
-   * cork, so this reaches its underlying net.Socket.
+   * cork, so this reaches its underlying net.Socket. A batch that no worker
+   * chunk ends (messages from other hosts of the cluster) is uncorked at the
+   * end of this event-loop turn.
    */
   private cork(ws: WebSocket): void {
     if (this.corked.has(ws)) return;
     (ws as unknown as { _socket: Socket })._socket.cork();
+    if (this.corked.size === 0) setImmediate(this.uncorkLater);
     this.corked.add(ws);
   }
+
+  private readonly uncorkLater = (): void => this.uncorkAll();
 
   uncorkAll(): void {
     for (const ws of this.corked) (ws as unknown as { _socket: Socket })._socket.uncork();
@@ -335,12 +340,15 @@ export class Sockets {
     socket.counters.messagesOut++;
     socket.counters.bytesOut += payload.length;
     if (open) {
-      this.cork(ws!);
       // Behind already: this one is counted until it is written (one callback per socket, made once).
       const sent = queued === 0 ? undefined : (socket.backlog++, (socket.sent ??= () => void socket.backlog--));
       const internals = ws as unknown as { _sender: { _state: number }; _socket: Socket };
+      // A topic's frame is one write already: corking it would only add a writev.
       if (frame !== null && internals._sender._state === SENDER_IDLE) internals._socket.write(frame, sent);
-      else ws!.send(payload, { binary: false }, sent);
+      else {
+        this.cork(ws!);
+        ws!.send(payload, { binary: false }, sent);
+      }
     } else {
       (socket.waiting ??= []).push(payload);
       socket.waitingBytes += payload.length;
