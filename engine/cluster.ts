@@ -149,11 +149,14 @@ export class Cluster implements Presence, TopicWatch {
       await this.quit();
       throw new IsletError('ISLET_ERR_CLUSTER', `cannot reach Redis at ${this.options.redis}: ${this.lastError || (error as Error).message}`);
     }
-    this.slot = await this.claimSlot();
-    await this.rejoin();
-    if (!this.joined) {
+    try {
+      await this.claimName();
+      this.slot = await this.claimSlot();
+      await this.rejoin();
+      if (!this.joined) throw new IsletError('ISLET_ERR_CLUSTER', `could not join the cluster through Redis at ${this.options.redis}: ${this.lastError || 'it went away'}`);
+    } catch (error) {
       await this.quit();
-      throw new IsletError('ISLET_ERR_CLUSTER', `could not join the cluster through Redis at ${this.options.redis}`);
+      throw error instanceof IsletError ? error : new IsletError('ISLET_ERR_CLUSTER', `joining through Redis at ${this.options.redis} failed: ${(error as Error).message}`);
     }
     this.timers.push(setInterval(() => void this.heartbeat(), Math.max(50, Math.floor(this.aliveMs / 3))).unref());
     this.timers.push(setInterval(() => void this.check(), this.checkMs).unref());
@@ -192,6 +195,19 @@ export class Cluster implements Presence, TopicWatch {
   /** Every session on the other hosts, for a worker that starts again. */
   peerSessions(): SocketInfo[] {
     return [...this.peers.values()].flatMap((peer) => [...peer.sessions.values()]);
+  }
+
+  /**
+   * This host's name, held by its heartbeat key. A host that was killed and
+   * started again under its name finds its old key still there: it waits for
+   * it to expire (at most aliveMs), then fails.
+   */
+  private async claimName(): Promise<void> {
+    const deadline = Date.now() + this.aliveMs + this.checkMs;
+    while ((await this.command.set(aliveKey(this.name), this.token, 'PX', this.aliveMs, 'NX')) !== 'OK') {
+      if (Date.now() > deadline) throw new IsletError('ISLET_ERR_CLUSTER', `another live host of the cluster is named "${this.name}"; give this one another --host-name`);
+      await new Promise((resolve) => setTimeout(resolve, this.checkMs));
+    }
   }
 
   /** A free id slot, held with the heartbeat. */
@@ -282,12 +298,13 @@ export class Cluster implements Presence, TopicWatch {
   private async check(): Promise<void> {
     if (!this.joined) return;
     try {
-      const hosts = (await this.command.smembers(HOSTS)).filter((h) => h !== this.name);
+      // The listed hosts and the known ones: a host that joined since the list was read is known, not listed, and alive.
+      const hosts = [...new Set([...(await this.command.smembers(HOSTS)), ...this.peers.keys()])].filter((h) => h !== this.name);
       const alive = hosts.length === 0 ? [] : await this.command.mget(hosts.map(aliveKey));
-      const dead = new Set(hosts.filter((_, i) => alive[i] === null));
-      for (const known of [...this.peers.keys()]) if (dead.has(known) || !hosts.includes(known)) this.drop(known);
-      if (dead.size > 0) await this.command.srem(HOSTS, ...dead);
-      for (const h of hosts) if (!dead.has(h) && !this.peers.has(h)) this.read(h);
+      const dead = hosts.filter((_, i) => alive[i] === null);
+      for (const host of dead) this.drop(host);
+      if (dead.length > 0) await this.command.srem(HOSTS, ...dead);
+      for (const [i, host] of hosts.entries()) if (alive[i] !== null && !this.peers.has(host)) this.read(host);
     } catch {
       // 'close' tells.
     }

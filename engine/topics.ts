@@ -17,8 +17,14 @@ export interface TopicWatch {
   last(tenant: string, topic: string): void;
 }
 
+/** A topic's subscribers, and its name: the one string every subscriber's own set holds (a name may be 256 bytes, kept once). */
+interface Topic<S> {
+  name: string;
+  subscribers: Set<S>;
+}
+
 export class Topics<S extends Subscriber> {
-  private readonly byTenant = new Map<string, Map<string, Set<S>>>();
+  private readonly byTenant = new Map<string, Map<string, Topic<S>>>();
   watch: TopicWatch | null = null;
 
   constructor(private readonly maxTopics: number) {}
@@ -28,22 +34,22 @@ export class Topics<S extends Subscriber> {
     const own = (socket.topics ??= new Set());
     if (own.has(topic)) return true;
     if (own.size >= this.maxTopics) return false;
-    own.add(topic);
     let topics = this.byTenant.get(socket.info.tenant);
     if (topics === undefined) this.byTenant.set(socket.info.tenant, (topics = new Map()));
-    let subscribers = topics.get(topic);
-    if (subscribers === undefined) {
-      topics.set(topic, (subscribers = new Set()));
+    let entry = topics.get(topic);
+    if (entry === undefined) {
+      topics.set(topic, (entry = { name: topic, subscribers: new Set() }));
       this.watch?.first(socket.info.tenant, topic);
     }
-    subscribers.add(socket);
+    own.add(entry.name);
+    entry.subscribers.add(socket);
     return true;
   }
 
   leave(socket: S, topic: string): void {
     if (socket.topics?.delete(topic) !== true) return;
     const topics = this.byTenant.get(socket.info.tenant)!;
-    const subscribers = topics.get(topic)!;
+    const { subscribers } = topics.get(topic)!;
     subscribers.delete(socket);
     if (subscribers.size > 0) return;
     topics.delete(topic);
@@ -58,11 +64,6 @@ export class Topics<S extends Subscriber> {
   }
 
   subscribers(tenant: string, topic: string): ReadonlySet<S> | undefined {
-    return this.byTenant.get(tenant)?.get(topic);
-  }
-
-  /** Every topic with a subscriber here, as [tenant, topic]. */
-  *inUse(): Iterable<[string, string]> {
-    for (const [tenant, topics] of this.byTenant) for (const topic of topics.keys()) yield [tenant, topic];
+    return this.byTenant.get(tenant)?.get(topic)?.subscribers;
   }
 }

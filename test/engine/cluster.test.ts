@@ -225,6 +225,17 @@ describe('cluster: three hosts through a real Redis', function () {
     expect(await ask(sa, `to ${sc.id} gone`)).to.equal(`no session ${sc.id}`);
   });
 
+  it('cluster: a host killed and started again at once under its name waits for its old heartbeat key, then joins; its old sessions are gone', async () => {
+    const [sa, sc] = await Promise.all([open(a), open(c)]);
+    await listUntil(sa, (l) => l.length === 2);
+    await c.kill('SIGKILL');
+    const again = await startHost(root, redis.url, c.name, ['--dead-after-ms', String(DEAD_AFTER_MS)]);
+    hosts.push(again);
+    const sc2 = await open(again);
+    const { listed } = await listUntil(sa, (l) => l.includes(entry(again, sc2)) && !l.includes(entry(c, sc)));
+    expect(listed).to.deep.equal([entry(a, sa), entry(again, sc2)].sort());
+  });
+
   it('cluster: with Redis killed each host serves its own sessions and cross-host calls fail with ISLET_ERR_CLUSTER; when Redis is back they rejoin by themselves', async () => {
     const [sa1, sa2, sc] = await Promise.all([open(a), open(a), open(c)]);
     expect(await ask(sa2, `sub ${sa2.id} lobby`)).to.equal('subscribed');
