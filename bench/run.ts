@@ -372,6 +372,8 @@ const fmt = (n: number, digits = 0): string => n.toLocaleString('en-US', { maxim
 
 function ratioText(islet: number, peer: number | null | undefined, spread: number[] | undefined): string {
   if (peer === null || peer === undefined) return '';
+  // A smoke run's few deliveries can take under one clock tick of CPU: no ratio to give.
+  if (peer === 0) return 'n/a';
   const range = spread !== undefined && spread.length > 1 ? ` (${fmt(Math.min(...spread), 2)}–${fmt(Math.max(...spread), 2)})` : '';
   return `${fmt(islet / peer, 2)}×${range}`;
 }
@@ -578,7 +580,7 @@ function fanoutTable(rows: FanoutRow[]): string {
     for (const [key, name, unit, digits] of figures) {
       const goal = (target as Partial<Record<keyof FanoutFigures, string>>)[key];
       const ratio = r.islet[key] / r.other[key];
-      const met = goal === undefined ? '' : (goal === '≤ 1×' ? ratio <= 1 : ratio < 1) ? 'yes' : '**no**';
+      const met = goal === undefined || !Number.isFinite(ratio) ? '' : (goal === '≤ 1×' ? ratio <= 1 : ratio < 1) ? 'yes' : '**no**';
       lines.push(`| ${name}, ${r.layout} (peer: ${r.peer}) | ${fmt(r.islet[key], digits)} ${unit} | ${fmt(r.other[key], digits)} ${unit} | ${ratioText(r.islet[key], r.other[key], r.spread(key))} | ${goal ?? ''} | ${met} |`);
     }
   }

@@ -102,8 +102,12 @@ export class Cluster implements Presence, TopicWatch {
   private seq = 0;
   /** Topic channels followed, by channel name. */
   private readonly followed = new Map<string, [tenant: string, topic: string]>();
-  /** What the workers are to hear next: sessions added and removed, sent once a turn. */
-  private toWorkers: { add: SocketInfo[]; remove: number[] } = { add: [], remove: [] };
+  /**
+   * What the workers are to hear next, sent once a turn: each session's last
+   * state (null: gone). A session that came and went within one turn must
+   * reach them as gone, whatever order a message's lists are applied in.
+   */
+  private toWorkers = new Map<number, SocketInfo | null>();
   private toWorkersScheduled = false;
   private readonly timers: NodeJS.Timeout[] = [];
   /** What Redis's connection last failed with, for the error that says Redis cannot be reached. */
@@ -351,13 +355,13 @@ export class Cluster implements Presence, TopicWatch {
 
   private added(info: SocketInfo): void {
     this.hostOf.set(info.id, info.host);
-    this.toWorkers.add.push(info);
+    this.toWorkers.set(info.id, info);
     this.scheduleWorkers();
   }
 
   private removed(id: number): void {
     this.hostOf.delete(id);
-    this.toWorkers.remove.push(id);
+    this.toWorkers.set(id, null);
     this.scheduleWorkers();
   }
 
@@ -366,8 +370,13 @@ export class Cluster implements Presence, TopicWatch {
     this.toWorkersScheduled = true;
     setImmediate(() => {
       this.toWorkersScheduled = false;
-      const { add, remove } = this.toWorkers;
-      this.toWorkers = { add: [], remove: [] };
+      const add: SocketInfo[] = [];
+      const remove: number[] = [];
+      for (const [id, info] of this.toWorkers) {
+        if (info === null) remove.push(id);
+        else add.push(info);
+      }
+      this.toWorkers.clear();
       if (add.length + remove.length === 0) return;
       for (const worker of this.host.workers()) worker.send({ t: 'peers', add, remove }, WORKER_FRAME);
     });

@@ -20,9 +20,9 @@ describe('bench', () => {
     expect(results).to.match(/\| echo throughput, 64 B \| [\d,]+ msg\/s \| [\d,]+ msg\/s \| [\d,]+ msg\/s \| [\d.]+× \| [\d.]+× \| ≥ 0\.85× \| (yes|\*\*no\*\*) \| (yes|\*\*no\*\*) \|/);
     expect(results).to.match(/\| idle session \(RSS over [\d,]+ sessions\) \| [\d.]+ KiB \| [\d.]+ KiB \| [\d.]+ KiB \|/);
     // The fan-out rows: islet against plain ws on one host, against socket.io with its Redis adapter across three.
-    expect(results).to.match(/\| server CPU per delivery, 1 host \(peer: plain ws, a loop over its clients\) \| [\d.,]+ µs \| [\d.,]+ µs \| [\d.]+× \| ≤ 1× \| (yes|\*\*no\*\*) \|/);
+    expect(results).to.match(/\| server CPU per delivery, 1 host \(peer: plain ws, a loop over its clients\) \| [\d.,]+ µs \| [\d.,]+ µs \| ([\d.]+×|n\/a) \| ≤ 1× \| (yes|\*\*no\*\*|) \|/);
     for (const figure of ['last delivery p50, 3 hosts', 'last delivery p99, 3 hosts', 'server CPU per delivery, 3 hosts']) {
-      expect(results).to.match(new RegExp(`\\| ${figure} \\(peer: socket\\.io 4 \\+ @socket\\.io/redis-adapter\\) \\| [\\d.,]+ µs \\| [\\d.,]+ µs \\| [\\d.]+× \\| < 1× \\| (yes|\\*\\*no\\*\\*) \\|`));
+      expect(results).to.match(new RegExp(`\\| ${figure} \\(peer: socket\\.io 4 \\+ @socket\\.io/redis-adapter\\) \\| [\\d.,]+ µs \\| [\\d.,]+ µs \\| ([\\d.]+×|n/a) \\| < 1× \\| (yes|\\*\\*no\\*\\*|) \\|`));
     }
     expect(readFileSync(path.join(out, 'chart.svg'), 'utf8')).to.match(/^<svg [^>]+>[\s\S]*Echo throughput[\s\S]*>workerd<[\s\S]*<\/svg>\n$/);
   });

@@ -127,6 +127,22 @@ describe('cluster: three hosts through a real Redis', function () {
     await listUntil(sb, (l) => l.length === 2);
   });
 
+  it('cluster: sessions that open and close at once on one host leave no ghosts in the other hosts\' listings', async () => {
+    const [sa, sb] = await Promise.all([open(a), open(b)]);
+    await listUntil(sa, (l) => l.length === 2);
+    // A peer that opens and drops sessions as fast as it can: each one's add and remove reach A together.
+    await Promise.all(
+      Array.from({ length: 100 }, async () => {
+        const client = await connect(b.url('room'));
+        client.ws.terminate();
+      }),
+    );
+    // B's presence is written once a turn: after one more change (a session) from B, A has heard them all.
+    const last = await open(b);
+    const { listed } = await listUntil(sa, (l) => l.includes(entry(b, last)));
+    expect(listed).to.deep.equal([entry(a, sa), entry(b, sb), entry(b, last)].sort());
+  });
+
   it('cluster: a publish from host B reaches the subscribers on all three hosts once each; an unsubscribed or closed session gets no more', async () => {
     const sessions = await Promise.all([open(a), open(a), open(b), open(c)]);
     const [sa1, sa2, sb, sc] = sessions as [Session, Session, Session, Session];
