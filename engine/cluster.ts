@@ -1,67 +1,43 @@
 // Several islet hosts acting as one, through Redis: no broker of our own.
 // Each host keeps, in Redis, a hash of its sessions and a heartbeat key that
 // expires by itself, and tells the others of every change on one channel,
-// numbered so that a host that missed one reads the hash again. Every host
-// so knows every tenant's sessions, and tells its workers (the isolates list
-// them in getSessions). A send or close to a session on another host goes
-// on that host's own channel, in order. A topic with a subscriber here is
-// followed on a channel of its own, and a publish reaches the other hosts in
-// one Redis publish. A host that dies drops out when its heartbeat key
-// expires, with no cleanup that needs it. When Redis goes away each host
-// serves its own sessions, and joins again by itself when Redis is back.
+// numbered so that a host that missed one reads the hash again
+// (cluster-peers.ts keeps what it heard of the others, and tells the
+// workers: the isolates list those sessions in getSessions). A send or close
+// to a session on another host goes on that host's own channel, in order. A
+// tenant's publishes go on the tenant's channel, which every host with a
+// session of the tenant follows before the others hear of that session. A
+// host that dies drops out when its heartbeat key expires, with no cleanup
+// that needs it. When Redis goes away (or stops answering) each host serves
+// its own sessions, and joins again by itself when Redis is back.
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { IsletError } from '../bridge/errors.js';
 import type { SocketInfo } from '../bridge/protocol.js';
-import type { Emit, Report } from './events.js';
-import { failure } from './events.js';
+import {
+  aliveKey,
+  type Entry,
+  entryOf,
+  HEARTBEAT,
+  HOSTS,
+  inboxOf,
+  LEAVE,
+  type Order,
+  PRESENCE,
+  type PresenceMessage,
+  sessionsKey,
+  slotKey,
+  SLOTS,
+  topicsOf,
+} from './cluster-keys.js';
+import { PeerHosts } from './cluster-peers.js';
+import { type Emit, failure, type Report } from './events.js';
 import type { ResolvedCluster } from './options.js';
 import { WORKER_FRAME } from './replay.js';
 import type { Presence, Sockets } from './sockets.js';
 import type { SandboxWorker } from './supervisor.js';
-import type { TopicWatch } from './topics.js';
 
-const PREFIX = 'islet:';
-const HOSTS = `${PREFIX}hosts`;
-const PRESENCE = `${PREFIX}presence`;
-const aliveKey = (host: string): string => `${PREFIX}alive:${host}`;
-const sessionsKey = (host: string): string => `${PREFIX}sessions:${host}`;
-const slotKey = (slot: number): string => `${PREFIX}slot:${slot}`;
-const inboxOf = (host: string): string => `${PREFIX}to:${host}`;
-/** A topic's channel: JSON keeps any tenant and topic name apart. */
-const topicChannel = (tenant: string, topic: string): string => `${PREFIX}topic:${JSON.stringify([tenant, topic])}`;
-
-/** Id slots: a host's socket ids are its slot times 2^32 plus ids of its own (workers.ts). */
-const SLOTS = 65535;
-/** Fields of a session in a host's hash, as JSON: tenant, endpoint, handler, user. */
-type Entry = [tenant: string, endpoint: string, handler: string, user: string];
-
-/** One change of a host's sessions, or its (re)join (`reset`) or leaving (`gone`). */
-interface PresenceMessage {
-  host: string;
-  seq: number;
-  add?: [number, ...Entry][];
-  remove?: number[];
-  reset?: true;
-  gone?: true;
-}
-
-/** Another host's sessions as this host knows them. */
-interface PeerHost {
-  sessions: Map<number, SocketInfo>;
-  /** The last change applied; -1 while its hash is being read. */
-  seq: number;
-  /** Changes that came while its hash was being read. */
-  early: PresenceMessage[];
-  /** Which read of its hash is the latest. */
-  reading: number;
-}
-
-/** What goes to another host's channel: a header line (JSON: what, the tenant, the session, and what it takes), then the payload's bytes. */
-export type Order =
-  | ['send', string, number]
-  | ['close', string, number, number | null, string | null]
-  | ['subscribe' | 'unsubscribe', string, number, string];
+export type { Order } from './cluster-keys.js';
 
 export interface ClusterHost {
   sockets: Sockets;
@@ -78,11 +54,13 @@ export interface ClusterStats {
   messagesOut: number;
 }
 
-function peerInfo(host: string, id: number, [tenant, endpoint, handler, user]: Entry): SocketInfo {
-  return { id, kind: 'session', tenant, handler, uri: '', engine: 'javascript', state: 'open', endpoint, user, host };
+/** A MULTI's results: the first command that failed throws. */
+function succeeded(results: [Error | null, unknown][] | null): void {
+  if (results === null) throw new Error('the transaction was discarded');
+  for (const [error] of results) if (error !== null) throw error;
 }
 
-export class Cluster implements Presence, TopicWatch {
+export class Cluster implements Presence {
   readonly name: string;
   /** This host's id slot (0 until claimed). */
   slot = 0;
@@ -90,47 +68,50 @@ export class Cluster implements Presence, TopicWatch {
   private readonly token = randomUUID();
   private readonly command: Redis;
   private readonly subscriber: Redis;
-  private readonly peers = new Map<string, PeerHost>();
-  /** Which host each session of another host is on. */
-  private readonly hostOf = new Map<number, string>();
+  private readonly peers: PeerHosts;
   private joined = false;
   private joining = false;
   private stopped = false;
-  /** Sessions come and gone here since the last change was written. */
-  private changes: PresenceMessage = { host: '', seq: 0 };
+  /** This host's entry in Redis is not known to be right (a write failed): the next heartbeat writes it whole. */
+  private dirty = false;
+  /** Sessions come and gone here since the last change was written: each one's last state (null: gone). */
+  private changes = new Map<number, Entry | null>();
   private changesScheduled = false;
+  /** Writes of this host's entry, one after another: their numbers must reach Redis in order. */
+  private writing: Promise<void> = Promise.resolve();
   private seq = 0;
-  /** Topic channels followed, by channel name. */
-  private readonly followed = new Map<string, [tenant: string, topic: string]>();
-  /**
-   * What the workers are to hear next, sent once a turn: each session's last
-   * state (null: gone). A session that came and went within one turn must
-   * reach them as gone, whatever order a message's lists are applied in.
-   */
-  private toWorkers = new Map<number, SocketInfo | null>();
-  private toWorkersScheduled = false;
+  /** This host's sessions per tenant: a tenant's topics channel is followed while it has any. */
+  private readonly localByTenant = new Map<string, number>();
+  /** The tenants' topics channels followed, by channel. */
+  private readonly followed = new Map<string, string>();
   private readonly timers: NodeJS.Timeout[] = [];
+  /** When a heartbeat last got through; a Redis that stops answering is lost after aliveMs. */
+  private lastBeat = 0;
   /** What Redis's connection last failed with, for the error that says Redis cannot be reached. */
   private lastError = '';
   private messagesIn = 0;
   private messagesOut = 0;
   private readonly aliveMs: number;
   private readonly checkMs: number;
+  private readonly beatMs: number;
 
   constructor(
     private readonly options: ResolvedCluster,
     private readonly host: ClusterHost,
   ) {
     this.name = options.name;
-    this.changes.host = this.name;
     // Dead once its key is gone and the next check has seen it: within deadAfterMs.
     this.checkMs = Math.max(50, Math.floor(options.deadAfterMs / 10));
     this.aliveMs = options.deadAfterMs - this.checkMs;
+    this.beatMs = Math.max(50, Math.floor(this.aliveMs / 3));
     const connection = {
       lazyConnect: true,
-      // Commands fail at once while Redis is away (the host carries on alone) rather than waiting in a queue.
+      // Commands fail at once while Redis is away (the host carries on alone) rather than waiting in a queue,
+      // are not sent again after a reconnect (a resent publish would arrive twice), and give up on a Redis that does not answer.
       enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
       maxRetriesPerRequest: 1,
+      commandTimeout: this.beatMs,
       autoResubscribe: false,
       retryStrategy: (attempt: number): number => Math.min(100 * attempt, 1000),
     };
@@ -139,13 +120,22 @@ export class Cluster implements Presence, TopicWatch {
     for (const redis of [this.command, this.subscriber]) {
       // 'close' acts on it; ioredis connects again by itself.
       redis.on('error', (error: Error) => (this.lastError = error.message));
-      redis.on('close', () => this.lost());
+      redis.on('close', () => this.lost(`lost Redis at ${options.redis}`));
       redis.on('ready', () => void this.rejoin());
     }
+    // Its subscriptions went with the connection.
+    this.subscriber.on('close', () => this.followed.clear());
     this.subscriber.on('messageBuffer', (channel: Buffer, message: Buffer) => this.heard(channel.toString(), message));
+    this.peers = new PeerHosts({
+      readHash: (host) => this.command.hgetall(sessionsKey(host)),
+      joined: () => this.joined,
+      changed: (add, remove) => {
+        for (const worker of this.host.workers()) worker.send({ t: 'peers', add, remove }, WORKER_FRAME);
+      },
+    });
   }
 
-  /** Joins the cluster: connects, claims an id slot, writes this host's entry. Throws ISLET_ERR_CLUSTER when Redis cannot be reached. */
+  /** Joins the cluster: connects, claims its name and an id slot, writes this host's entry. Throws ISLET_ERR_CLUSTER when it cannot. */
   async start(): Promise<void> {
     try {
       await Promise.all([this.command.connect(), this.subscriber.connect()]);
@@ -162,23 +152,19 @@ export class Cluster implements Presence, TopicWatch {
       await this.quit();
       throw error instanceof IsletError ? error : new IsletError('ISLET_ERR_CLUSTER', `joining through Redis at ${this.options.redis} failed: ${(error as Error).message}`);
     }
-    this.timers.push(setInterval(() => void this.heartbeat(), Math.max(50, Math.floor(this.aliveMs / 3))).unref());
+    this.timers.push(setInterval(() => void this.heartbeat(), this.beatMs).unref());
     this.timers.push(setInterval(() => void this.check(), this.checkMs).unref());
   }
 
-  /** Leaves the cluster: the others drop this host's sessions at once. */
+  /** Leaves the cluster: the others drop this host's sessions at once (if its keys are still its own). */
   async stop(): Promise<void> {
+    const wasJoined = this.joined;
     this.stopped = true;
+    this.joined = false;
     for (const timer of this.timers) clearInterval(timer);
-    if (this.joined) {
-      this.joined = false;
-      await this.command
-        .multi()
-        .del(aliveKey(this.name), sessionsKey(this.name), slotKey(this.slot))
-        .srem(HOSTS, this.name)
-        .publish(PRESENCE, JSON.stringify({ host: this.name, seq: ++this.seq, gone: true }))
-        .exec()
-        .catch(() => {});
+    if (wasJoined) {
+      const gone: PresenceMessage = { host: this.name, seq: ++this.seq, gone: true };
+      await this.command.eval(LEAVE, 4, aliveKey(this.name), sessionsKey(this.name), slotKey(this.slot), HOSTS, this.token, this.name, JSON.stringify(gone)).catch(() => {});
     }
     await this.quit();
   }
@@ -198,7 +184,18 @@ export class Cluster implements Presence, TopicWatch {
 
   /** Every session on the other hosts, for a worker that starts again. */
   peerSessions(): SocketInfo[] {
-    return [...this.peers.values()].flatMap((peer) => [...peer.sessions.values()]);
+    return this.peers.sessions();
+  }
+
+  /** The tenant of session `id` on another host; null when it is not one. */
+  tenantOf(id: number): string | null {
+    return this.peers.session(id)?.tenant ?? null;
+  }
+
+  /** Claims `key` for this process (SET NX), or finds it is already its own. */
+  private async claim(key: string): Promise<boolean> {
+    if ((await this.command.set(key, this.token, 'PX', this.aliveMs, 'NX')) === 'OK') return true;
+    return (await this.command.get(key)) === this.token;
   }
 
   /**
@@ -208,7 +205,7 @@ export class Cluster implements Presence, TopicWatch {
    */
   private async claimName(): Promise<void> {
     const deadline = Date.now() + this.aliveMs + this.checkMs;
-    while ((await this.command.set(aliveKey(this.name), this.token, 'PX', this.aliveMs, 'NX')) !== 'OK') {
+    while (!(await this.claim(aliveKey(this.name)))) {
       if (Date.now() > deadline) throw new IsletError('ISLET_ERR_CLUSTER', `another live host of the cluster is named "${this.name}"; give this one another --host-name`);
       await new Promise((resolve) => setTimeout(resolve, this.checkMs));
     }
@@ -224,8 +221,9 @@ export class Cluster implements Presence, TopicWatch {
   }
 
   /**
-   * Writes this host's whole entry (name, slot, sessions) and reads every
-   * other host's: at the start, and each time Redis is back. The channels are
+   * Joins (again): claims name and slot, writes this host's whole entry and
+   * reads every other host's. At the start, each time Redis is back, and on
+   * the heartbeat while a join has not succeeded. The presence channel is
    * followed first, so no change of another host falls between its read and
    * the changes after it.
    */
@@ -233,45 +231,49 @@ export class Cluster implements Presence, TopicWatch {
     if (this.slot === 0 || this.stopped || this.joined || this.joining || this.command.status !== 'ready' || this.subscriber.status !== 'ready') return;
     this.joining = true;
     try {
-      await this.subscriber.subscribe(PRESENCE, inboxOf(this.name), ...this.followed.keys());
-      const named = (await this.command.set(aliveKey(this.name), this.token, 'PX', this.aliveMs, 'NX')) === 'OK' || (await this.command.get(aliveKey(this.name))) === this.token;
-      const slotOwner = await this.command.get(slotKey(this.slot));
-      if (!named || (slotOwner !== null && slotOwner !== this.token)) {
-        // Another host has this name, or took this host's id slot while Redis was away: joining would mix up their sessions.
-        this.stopped = true;
+      await this.subscriber.subscribe(PRESENCE, inboxOf(this.name));
+      const named = await this.claim(aliveKey(this.name));
+      if (!named || !(await this.claim(slotKey(this.slot)))) {
+        // Another process has this name, or took this host's id slot while Redis was away: joining would mix up their sessions.
         const why = !named ? `another live host is named "${this.name}"` : `id slot ${this.slot} of host "${this.name}" was taken while Redis was away`;
-        this.host.emit('cluster', { joined: false, detail: `${why}; this host serves its own sessions only until it is started again` });
+        this.leave(why);
         return;
       }
-      this.changes = { host: this.name, seq: 0 };
-      this.seq++;
-      const write = this.command.multi().del(sessionsKey(this.name)).hset(sessionsKey(this.name), 'seq', String(this.seq));
-      for (const info of this.host.sockets.sessions()) write.hset(sessionsKey(this.name), String(info.id), JSON.stringify(entryOf(info)));
-      await write
-        .pexpire(sessionsKey(this.name), this.aliveMs)
-        .set(slotKey(this.slot), this.token, 'PX', this.aliveMs)
-        .sadd(HOSTS, this.name)
-        .publish(PRESENCE, JSON.stringify({ host: this.name, seq: this.seq, reset: true }))
-        .exec();
+      await this.writeInOrder(() => this.writeEntry());
       this.joined = true;
+      this.lastBeat = Date.now();
       this.tellWorkersAway(false);
       this.host.emit('cluster', { joined: true, detail: `host "${this.name}" joined through Redis at ${this.options.redis}` });
-      for (const other of await this.command.smembers(HOSTS)) if (other !== this.name) this.read(other);
-      this.writeChanges();
-    } catch {
-      // Redis went away again: 'ready' brings the next try.
+      for (const other of await this.command.smembers(HOSTS)) if (other !== this.name) this.peers.read(other);
+      // What changed while it joined.
+      void this.writeInOrder(() => this.writeChanges());
+    } catch (error) {
+      // Redis went away again, or refused a write: the next 'ready' or heartbeat tries again.
+      this.lastError = (error as Error).message;
     } finally {
       this.joining = false;
     }
   }
 
-  /** Redis is out of reach: this host serves its own sessions; those of the other hosts are forgotten until it joins again. */
-  private lost(): void {
+  /** This host cannot be in the cluster any more (its name or slot is another process's): it serves its own sessions only. */
+  private leave(why: string): void {
+    this.lastError = why;
+    this.stopped = true;
+    if (this.joined) {
+      this.joined = false;
+      this.peers.dropAll();
+      this.tellWorkersAway(true);
+    }
+    this.host.emit('cluster', { joined: false, detail: `${why}; this host serves its own sessions only until it is started again` });
+  }
+
+  /** This host is out of the cluster (Redis lost, or its entry gone): it serves its own sessions; those of the other hosts are forgotten until it joins again. */
+  private lost(detail: string): void {
     if (!this.joined) return;
     this.joined = false;
-    for (const host of [...this.peers.keys()]) this.drop(host);
+    this.peers.dropAll();
     this.tellWorkersAway(true);
-    if (!this.stopped) this.host.emit('cluster', { joined: false, detail: `lost Redis at ${this.options.redis}; serving this host's sessions only until it is back` });
+    if (!this.stopped) this.host.emit('cluster', { joined: false, detail: `${detail}; serving this host's sessions only until it is back` });
   }
 
   private tellWorkersAway(away: boolean): void {
@@ -279,22 +281,26 @@ export class Cluster implements Presence, TopicWatch {
   }
 
   private async heartbeat(): Promise<void> {
-    if (!this.joined) return;
+    if (this.stopped) return;
+    if (!this.joined) {
+      await this.rejoin();
+      return;
+    }
     try {
-      const [[, alive], [, sessions]] = (await this.command
-        .multi()
-        .pexpire(aliveKey(this.name), this.aliveMs)
-        .pexpire(sessionsKey(this.name), this.aliveMs)
-        .pexpire(slotKey(this.slot), this.aliveMs)
-        .sadd(HOSTS, this.name)
-        .exec()) as [unknown, number][];
-      // This host's entry expired (it was held up past aliveMs): written again, and the others read it again.
-      if (alive === 0 || sessions === 0) {
-        this.joined = false;
+      const result = await this.command.eval(HEARTBEAT, 4, aliveKey(this.name), sessionsKey(this.name), slotKey(this.slot), HOSTS, this.token, this.aliveMs, this.name);
+      this.lastBeat = Date.now();
+      if (result === -1) this.leave(`another process took the name "${this.name}" while this host was held up past ${this.aliveMs} ms`);
+      else if (result === 0) {
+        // Held up past aliveMs: the others dropped this host. It joins again, as after a loss of Redis.
+        this.lost(`this host's entry expired (it was held up past ${this.aliveMs} ms)`);
         await this.rejoin();
-      }
+      } else if (this.dirty) await this.writeInOrder(() => this.writeEntry());
     } catch {
-      // 'close' tells.
+      if (Date.now() - this.lastBeat <= this.aliveMs) return;
+      // Redis does not answer (stopped, cut off): out of the cluster, and connected afresh.
+      this.lost(`Redis at ${this.options.redis} has not answered for ${Date.now() - this.lastBeat} ms`);
+      this.command.disconnect(true);
+      this.subscriber.disconnect(true);
     }
   }
 
@@ -303,133 +309,34 @@ export class Cluster implements Presence, TopicWatch {
     if (!this.joined) return;
     try {
       // The listed hosts and the known ones: a host that joined since the list was read is known, not listed, and alive.
-      const hosts = [...new Set([...(await this.command.smembers(HOSTS)), ...this.peers.keys()])].filter((h) => h !== this.name);
+      const hosts = [...new Set([...(await this.command.smembers(HOSTS)), ...this.peers.names()])].filter((h) => h !== this.name);
       const alive = hosts.length === 0 ? [] : await this.command.mget(hosts.map(aliveKey));
       const dead = hosts.filter((_, i) => alive[i] === null);
-      for (const host of dead) this.drop(host);
+      for (const host of dead) this.peers.drop(host);
       if (dead.length > 0) await this.command.srem(HOSTS, ...dead);
-      for (const [i, host] of hosts.entries()) if (alive[i] !== null && !this.peers.has(host)) this.read(host);
+      for (const [i, host] of hosts.entries()) if (alive[i] !== null && !this.peers.has(host)) this.peers.read(host);
     } catch {
-      // 'close' tells.
+      // The heartbeat tells.
     }
-  }
-
-  /** (Re)reads another host's hash: its sessions as of its `seq`, then the changes that came meanwhile. */
-  private read(host: string): void {
-    let peer = this.peers.get(host);
-    if (peer === undefined) this.peers.set(host, (peer = { sessions: new Map(), seq: -1, early: [], reading: 0 }));
-    peer.seq = -1;
-    const reading = ++peer.reading;
-    this.command.hgetall(sessionsKey(host)).then(
-      (hash) => {
-        const current = this.peers.get(host);
-        if (current !== peer || current.reading !== reading || !this.joined) return;
-        if (hash.seq === undefined) {
-          this.drop(host);
-          return;
-        }
-        const now = new Map<number, SocketInfo>();
-        for (const [field, value] of Object.entries(hash)) {
-          if (field === 'seq') continue;
-          const entry = parseEntry(value);
-          if (entry !== null) now.set(Number(field), peerInfo(host, Number(field), entry));
-        }
-        for (const id of peer.sessions.keys()) if (!now.has(id)) this.removed(id);
-        for (const [id, info] of now) if (!peer.sessions.has(id)) this.added(info);
-        peer.sessions = now;
-        peer.seq = Number(hash.seq);
-        const early = peer.early.filter((m) => m.seq > peer.seq).sort((a, b) => a.seq - b.seq);
-        peer.early = [];
-        for (const message of early) this.apply(peer, message);
-      },
-      () => {},
-    );
-  }
-
-  private drop(host: string): void {
-    const peer = this.peers.get(host);
-    if (peer === undefined) return;
-    this.peers.delete(host);
-    for (const id of peer.sessions.keys()) this.removed(id);
-  }
-
-  private added(info: SocketInfo): void {
-    this.hostOf.set(info.id, info.host);
-    this.toWorkers.set(info.id, info);
-    this.scheduleWorkers();
-  }
-
-  private removed(id: number): void {
-    this.hostOf.delete(id);
-    this.toWorkers.set(id, null);
-    this.scheduleWorkers();
-  }
-
-  private scheduleWorkers(): void {
-    if (this.toWorkersScheduled) return;
-    this.toWorkersScheduled = true;
-    setImmediate(() => {
-      this.toWorkersScheduled = false;
-      const add: SocketInfo[] = [];
-      const remove: number[] = [];
-      for (const [id, info] of this.toWorkers) {
-        if (info === null) remove.push(id);
-        else add.push(info);
-      }
-      this.toWorkers.clear();
-      if (add.length + remove.length === 0) return;
-      for (const worker of this.host.workers()) worker.send({ t: 'peers', add, remove }, WORKER_FRAME);
-    });
   }
 
   /** A message on a channel this host follows. */
   private heard(channel: string, message: Buffer): void {
     this.messagesIn++;
     try {
-      if (channel === PRESENCE) this.presence(JSON.parse(message.toString()) as PresenceMessage);
-      else if (channel === inboxOf(this.name)) this.order(message);
+      if (channel === PRESENCE) {
+        const change = JSON.parse(message.toString()) as PresenceMessage;
+        if (this.joined && change.host !== this.name) this.peers.heard(change);
+      } else if (channel === inboxOf(this.name)) this.order(message);
       else {
-        const topic = this.followed.get(channel);
+        const tenant = this.followed.get(channel);
         const newline = message.indexOf(10);
-        if (topic === undefined || newline < 0 || message.toString('utf8', 0, newline) === this.name) return;
-        this.host.sockets.publish(topic[0], topic[1], message.subarray(newline + 1));
+        if (tenant === undefined || newline < 0) return;
+        const [origin, topic] = JSON.parse(message.toString('utf8', 0, newline)) as [unknown, unknown];
+        if (origin !== this.name && typeof topic === 'string') this.host.sockets.publish(tenant, topic, message.subarray(newline + 1));
       }
     } catch (error) {
       this.host.report(`cluster message on ${channel}`, error);
-    }
-  }
-
-  private presence(message: PresenceMessage): void {
-    if (message.host === this.name || !this.joined) return;
-    if (message.gone === true) {
-      this.drop(message.host);
-      return;
-    }
-    const peer = this.peers.get(message.host);
-    if (peer === undefined || message.reset === true) {
-      this.read(message.host);
-      return;
-    }
-    if (peer.seq < 0) peer.early.push(message);
-    else this.apply(peer, message);
-  }
-
-  /** The next change of a host; one out of order means some were missed: its hash is read again. */
-  private apply(peer: PeerHost, message: PresenceMessage): void {
-    if (message.seq <= peer.seq) return;
-    if (message.seq !== peer.seq + 1) {
-      this.read(message.host);
-      return;
-    }
-    peer.seq = message.seq;
-    for (const id of message.remove ?? []) {
-      if (peer.sessions.delete(id)) this.removed(id);
-    }
-    for (const [id, ...entry] of message.add ?? []) {
-      if (!Number.isSafeInteger(id) || !isEntry(entry)) continue;
-      const info = peerInfo(message.host, id, entry);
-      peer.sessions.set(id, info);
-      this.added(info);
     }
   }
 
@@ -445,110 +352,118 @@ export class Cluster implements Presence, TopicWatch {
     else if ((kind === 'subscribe' || kind === 'unsubscribe') && typeof a === 'string') sockets.subscribe(id, tenant, a, kind === 'subscribe');
   }
 
-  /** The tenant of session `id` on another host; null when it is not one. */
-  tenantOf(id: number): string | null {
-    const host = this.hostOf.get(id);
-    return host === undefined ? null : (this.peers.get(host)?.sessions.get(id)?.tenant ?? null);
-  }
-
-  /** The host of `tenant`'s session `id` on another host; null when it is not one. */
-  private peerOf(tenant: string, id: number): string | null {
-    const host = this.hostOf.get(id);
-    if (host === undefined) return null;
-    return this.peers.get(host)?.sessions.get(id)?.tenant === tenant ? host : null;
-  }
-
-  /** Sends, closes or (un)subscribes `tenant`'s session `id` on another host; false when it is not one. */
+  /** Sends, closes or (un)subscribes `tenant`'s session on another host; false when it is not one. */
   orderFor(tenant: string, order: Order, payload: Buffer | string = ''): boolean {
-    const host = this.peerOf(tenant, order[2]);
-    if (host === null) return false;
+    const session = this.peers.session(order[2]);
+    if (session === undefined || session.tenant !== tenant) return false;
+    const lostIt = (): void => {
+      this.host.emit('tenantError', failure(tenant, new IsletError('ISLET_ERR_CLUSTER', `session ${order[2]} is on host ${session.host}, out of reach while this host has lost Redis`)));
+    };
     if (!this.joined) {
-      this.host.emit('tenantError', failure(tenant, new IsletError('ISLET_ERR_CLUSTER', `session ${order[2]} is on host ${host}, out of reach while this host has lost Redis`)));
+      lostIt();
       return true;
     }
     this.messagesOut++;
-    this.command.publish(inboxOf(host), Buffer.concat([Buffer.from(JSON.stringify(order) + '\n'), typeof payload === 'string' ? Buffer.from(payload) : payload])).catch(() => {
-      this.host.emit('tenantError', failure(tenant, new IsletError('ISLET_ERR_CLUSTER', `an order for session ${order[2]} on host ${host} was lost with Redis`)));
-    });
+    this.command.publish(inboxOf(session.host), Buffer.concat([Buffer.from(JSON.stringify(order) + '\n'), typeof payload === 'string' ? Buffer.from(payload) : payload])).catch(lostIt);
     return true;
   }
 
-  /** A topic's message, to the other hosts. */
+  /** A topic's message, to the other hosts: on the tenant's channel, which every host with a session of the tenant follows. */
   publish(tenant: string, topic: string, text: string): void {
     if (!this.joined) return;
     this.messagesOut++;
-    this.command.publish(topicChannel(tenant, topic), `${this.name}\n${text}`).catch(() => {});
+    this.command.publish(topicsOf(tenant), `${JSON.stringify([this.name, topic])}\n${text}`).catch(() => {});
   }
 
-  // Presence: this host's sessions, written in one transaction a turn.
-  // Not kept while Redis is away: the next join writes the whole entry.
+  // Presence: this host's sessions, written once a turn.
   opened(info: SocketInfo): void {
-    if (!this.joined && !this.joining) return;
-    (this.changes.add ??= []).push([info.id, ...entryOf(info)]);
-    this.scheduleChanges();
+    this.localByTenant.set(info.tenant, (this.localByTenant.get(info.tenant) ?? 0) + 1);
+    this.changed(info.id, entryOf(info));
   }
 
   closed(info: SocketInfo): void {
-    if (!this.joined && !this.joining) return;
-    (this.changes.remove ??= []).push(info.id);
-    this.scheduleChanges();
+    const left = (this.localByTenant.get(info.tenant) ?? 1) - 1;
+    if (left > 0) this.localByTenant.set(info.tenant, left);
+    else this.localByTenant.delete(info.tenant);
+    this.changed(info.id, null);
   }
 
-  private scheduleChanges(): void {
+  private changed(id: number, entry: Entry | null): void {
+    // Not kept while Redis is away: the next join writes the whole entry.
+    if (!this.joined && !this.joining) return;
+    this.changes.set(id, entry);
     if (this.changesScheduled) return;
     this.changesScheduled = true;
     setImmediate(() => {
       this.changesScheduled = false;
-      this.writeChanges();
+      void this.writeInOrder(() => this.writeChanges());
     });
   }
 
-  /** Writes what changed; while Redis is away nothing is written, and the whole entry is at the next join. */
-  private writeChanges(): void {
+  /** Runs writes of this host's entry one after another; one that fails leaves the entry to be written whole. */
+  private writeInOrder(write: () => Promise<void>): Promise<void> {
+    const next = this.writing.then(write).catch(() => {
+      this.dirty = true;
+    });
+    this.writing = next;
+    return next;
+  }
+
+  /** The tenants with sessions here have their topics channel followed; the others not. */
+  private async follow(): Promise<void> {
+    const wanted = new Map([...this.localByTenant.keys()].map((tenant) => [topicsOf(tenant), tenant]));
+    const add = [...wanted.keys()].filter((channel) => !this.followed.has(channel));
+    if (add.length > 0) {
+      await this.subscriber.subscribe(...add);
+      for (const channel of add) this.followed.set(channel, wanted.get(channel)!);
+    }
+    const remove = [...this.followed.keys()].filter((channel) => !wanted.has(channel));
+    if (remove.length > 0) {
+      for (const channel of remove) this.followed.delete(channel);
+      await this.subscriber.unsubscribe(...remove);
+    }
+  }
+
+  /** What changed since the last write, as one numbered change. The tenants of new sessions are followed first: whoever hears of a session may publish to it. */
+  private async writeChanges(): Promise<void> {
+    if (!this.joined || this.changes.size === 0) return;
+    if (this.dirty) {
+      await this.writeEntry();
+      return;
+    }
     const changes = this.changes;
-    if (!this.joined || (changes.add === undefined && changes.remove === undefined)) return;
-    this.changes = { host: this.name, seq: 0 };
-    changes.seq = ++this.seq;
+    this.changes = new Map();
+    const message: PresenceMessage = { host: this.name, seq: 0 };
     const key = sessionsKey(this.name);
     const write = this.command.multi();
-    for (const [id, ...entry] of changes.add ?? []) write.hset(key, String(id), JSON.stringify(entry));
-    if (changes.remove !== undefined && changes.remove.length > 0) write.hdel(key, ...changes.remove.map(String));
-    write
-      .hset(key, 'seq', String(changes.seq))
-      .publish(PRESENCE, JSON.stringify(changes))
-      .exec()
-      .catch(() => {
-        // Lost with Redis: the join that follows writes the whole entry again.
-      });
+    for (const [id, entry] of changes) {
+      if (entry === null) (message.remove ??= []).push(id);
+      else (message.add ??= []).push([id, ...entry]);
+    }
+    for (const [id, ...entry] of message.add ?? []) write.hset(key, String(id), JSON.stringify(entry));
+    if (message.remove !== undefined) write.hdel(key, ...message.remove.map(String));
+    await this.follow();
+    message.seq = ++this.seq;
+    succeeded(await write.hset(key, 'seq', String(message.seq)).publish(PRESENCE, JSON.stringify(message)).exec());
   }
 
-  // TopicWatch: a topic is followed on Redis while someone here is subscribed to it.
-  first(tenant: string, topic: string): void {
-    const channel = topicChannel(tenant, topic);
-    this.followed.set(channel, [tenant, topic]);
-    if (this.joined) this.subscriber.subscribe(channel).catch(() => {});
-  }
-
-  last(tenant: string, topic: string): void {
-    const channel = topicChannel(tenant, topic);
-    this.followed.delete(channel);
-    if (this.joined) this.subscriber.unsubscribe(channel).catch(() => {});
-  }
-}
-
-function entryOf(info: SocketInfo): Entry {
-  return [info.tenant, info.endpoint, info.handler, info.user];
-}
-
-function isEntry(entry: unknown): entry is Entry {
-  return Array.isArray(entry) && entry.length === 4 && entry.every((field) => typeof field === 'string');
-}
-
-function parseEntry(value: string): Entry | null {
-  try {
-    const entry = JSON.parse(value) as unknown;
-    return isEntry(entry) ? entry : null;
-  } catch {
-    return null;
+  /** This host's whole entry, and a reset that makes the others read it. */
+  private async writeEntry(): Promise<void> {
+    this.changes.clear();
+    const key = sessionsKey(this.name);
+    const write = this.command.multi().del(key);
+    for (const info of this.host.sockets.sessions()) write.hset(key, String(info.id), JSON.stringify(entryOf(info)));
+    await this.follow();
+    this.seq++;
+    const reset: PresenceMessage = { host: this.name, seq: this.seq, reset: true };
+    succeeded(
+      await write
+        .hset(key, 'seq', String(this.seq))
+        .pexpire(key, this.aliveMs)
+        .sadd(HOSTS, this.name)
+        .publish(PRESENCE, JSON.stringify(reset))
+        .exec(),
+    );
+    this.dirty = false;
   }
 }

@@ -91,7 +91,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     });
     const cluster = resolved.cluster === null ? null : new Cluster(resolved.cluster, { sockets, workers: () => workers.list, emit, report });
     sockets.presence = cluster;
-    sockets.topics.watch = cluster;
     const workers: Workers = new Workers({
       cluster,
       options: resolved,

@@ -72,7 +72,7 @@ export class Sockets {
 
   private readonly heartbeat: Heartbeat<HostSocket>;
   /** Topics of this host's sessions. */
-  readonly topics: Topics<HostSocket>;
+  private readonly topics: Topics<HostSocket>;
   presence: Presence | null = null;
 
   constructor(private readonly host: SocketHost) {

@@ -1,20 +1,13 @@
 // Which of this host's sessions are subscribed to which topic. Topics are a
 // tenant's own: tenant B's "lobby" is not tenant A's, so they are kept per
 // tenant. Each session keeps its own topics too, to leave them all when it
-// closes. A cluster (cluster.ts) hears when a topic gets its first local
-// subscriber and loses its last, to follow it on Redis only as long as
-// someone here listens.
+// closes.
 
 /** What a topic needs of a session. */
 export interface Subscriber {
   info: { tenant: string };
   /** The topics the session is subscribed to; made on first use. */
   topics: Set<string> | null;
-}
-
-export interface TopicWatch {
-  first(tenant: string, topic: string): void;
-  last(tenant: string, topic: string): void;
 }
 
 /** A topic's subscribers, and its name: the one string every subscriber's own set holds (a name may be 256 bytes, kept once). */
@@ -25,7 +18,6 @@ interface Topic<S> {
 
 export class Topics<S extends Subscriber> {
   private readonly byTenant = new Map<string, Map<string, Topic<S>>>();
-  watch: TopicWatch | null = null;
 
   constructor(private readonly maxTopics: number) {}
 
@@ -37,10 +29,7 @@ export class Topics<S extends Subscriber> {
     let topics = this.byTenant.get(socket.info.tenant);
     if (topics === undefined) this.byTenant.set(socket.info.tenant, (topics = new Map()));
     let entry = topics.get(topic);
-    if (entry === undefined) {
-      topics.set(topic, (entry = { name: topic, subscribers: new Set() }));
-      this.watch?.first(socket.info.tenant, topic);
-    }
+    if (entry === undefined) topics.set(topic, (entry = { name: topic, subscribers: new Set() }));
     own.add(entry.name);
     entry.subscribers.add(socket);
     return true;
@@ -54,7 +43,6 @@ export class Topics<S extends Subscriber> {
     if (subscribers.size > 0) return;
     topics.delete(topic);
     if (topics.size === 0) this.byTenant.delete(socket.info.tenant);
-    this.watch?.last(socket.info.tenant, topic);
   }
 
   /** A session closed: it leaves every topic. */

@@ -87,9 +87,12 @@ export class Workers {
   /**
    * The first id of a new block. A host's ids are 2^32 of its own above its
    * cluster id slot (0 alone): unique in the cluster, with no call to Redis.
+   * Past its 2^32nd id a host starts again at its first block (block 0 is
+   * never used: id 0 means no socket), long after those sockets closed.
    */
   private idBlock(): number {
-    return (this.host.cluster?.slot ?? 0) * 2 ** 32 + this.nextIdBlock++ * ID_BLOCK;
+    const block = 1 + ((this.nextIdBlock++ - 1) % (2 ** 32 / ID_BLOCK - 1));
+    return (this.host.cluster?.slot ?? 0) * 2 ** 32 + block * ID_BLOCK;
   }
 
   /** Tenant isolates and sockets the workers hold now, and each tenant's use of them (only tenants placed on the worker that reports them). */
@@ -197,7 +200,7 @@ export class Workers {
     const { sockets, emit, bundler } = this.host;
     switch (message.t) {
       case 'needIds':
-        worker.send({ t: 'ids', from: this.nextIdBlock++ * ID_BLOCK }, WORKER_FRAME);
+        worker.send({ t: 'ids', from: this.idBlock() }, WORKER_FRAME);
         break;
       case 'connect':
         if (!worker.tenants.has(message.socket.tenant)) break;

@@ -2,6 +2,7 @@
 // and islet hosts as `islet serve` processes (killable with SIGKILL).
 import { type ChildProcess, spawn } from 'node:child_process';
 import net from 'node:net';
+import { Redis } from 'ioredis';
 import { CLI } from './helpers.js';
 
 /** A free TCP port on 127.0.0.1, for a server started next. */
@@ -48,6 +49,10 @@ export interface RedisServer {
   kill(): Promise<void>;
   /** A new, empty redis-server on the same port. */
   restart(): Promise<void>;
+  /** SIGSTOP / SIGCONT: a Redis that stops answering, with its connections open. */
+  signal(signal: 'SIGSTOP' | 'SIGCONT'): void;
+  /** One command, on a connection of its own (CONFIG SET, say). */
+  command(...args: string[]): Promise<unknown>;
 }
 
 /** Debian's redis-server on 127.0.0.1, with nothing written to disk. */
@@ -67,7 +72,16 @@ export async function startRedis(): Promise<RedisServer> {
     await exited;
   };
   await start();
-  return { port, url: `redis://127.0.0.1:${port}`, kill, restart: start };
+  const url = `redis://127.0.0.1:${port}`;
+  const command = async (...args: string[]): Promise<unknown> => {
+    const redis = new Redis(url);
+    try {
+      return await redis.call(args[0]!, ...args.slice(1));
+    } finally {
+      redis.disconnect();
+    }
+  };
+  return { port, url, kill, restart: start, signal: (signal) => void child?.kill(signal), command };
 }
 
 export interface IsletHost {

@@ -37,6 +37,10 @@ export function onMessage(message, sessionId) {
       case 'hold':
         held = websockets.getSession(a);
         return 'sent ' + held.host;
+      case 'sub-pub':
+        websockets.subscribe(a, rest[0]);
+        websockets.publish(rest[0], rest[1]);
+        return 'published';
       case 'to-held':
         held.send(a);
         return 'sent ' + held.host;
@@ -192,6 +196,44 @@ describe('cluster: three hosts through a real Redis', function () {
     const count = (text: string, direction: string): number => Number(new RegExp(`^islet_cluster_messages_total\\{direction="${direction}"\\} (\\d+)$`, 'm').exec(text)![1]);
     expect(count(ma, 'out')).to.be.at.least(1);
     expect(count(mb, 'in')).to.be.at.least(2); // A's session, and the send
+  });
+
+  it('cluster: a session on another host subscribed and published to in one call hears that first message', async () => {
+    const [sa, sc] = await Promise.all([open(a), open(c)]);
+    await listUntil(sa, (l) => l.length === 2);
+    // Before, host C followed a topic only once its subscriber joined: the publish right behind the order was gone by then.
+    for (let i = 0; i < 5; i++) expect(await ask(sa, `sub-pub ${sc.id} topic-${i} first-${i}`)).to.equal('published');
+    for (let i = 0; i < 5; i++) await heard(sc.client, `first-${i}`);
+  });
+
+  it('cluster: a host whose writes Redis refused for a while (out of memory) writes its sessions again; the listings come right', async () => {
+    const [sa, sb, gone] = await Promise.all([open(a), open(b), open(b)]);
+    await listUntil(sa, (l) => l.length === 3);
+    await redis.command('CONFIG', 'SET', 'maxmemory', '1');
+    const [added] = await Promise.all([open(b), new Promise((resolve) => setTimeout(resolve, 100))]);
+    gone.client.ws.close();
+    await gone.client.closed;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await redis.command('CONFIG', 'SET', 'maxmemory', '0');
+    const { listed } = await listUntil(sa, (l) => l.includes(entry(b, added)) && !l.includes(entry(b, gone)));
+    expect(listed).to.deep.equal([entry(a, sa), entry(b, sb), entry(b, added)].sort());
+  });
+
+  it('cluster: a Redis that stops answering (SIGSTOP) is lost within the bound; each host serves alone, then rejoins on SIGCONT', async () => {
+    const [sa, sc] = await Promise.all([open(a), open(c)]);
+    await listUntil(sa, (l) => l.length === 2);
+    expect(await ask(sa, `hold ${sc.id}`)).to.equal(`sent ${c.name}`);
+    redis.signal('SIGSTOP');
+    try {
+      await listUntil(sa, (l) => l.length === 1, DEAD_AFTER_MS * 5);
+      expect(await ask(sa, 'to-held lost')).to.match(/^error ISLET_ERR_CLUSTER: session \d+ is on host host-c, out of reach/);
+      expect(await a.metrics()).to.match(/^islet_cluster_redis_connected 0$/m);
+    } finally {
+      redis.signal('SIGCONT');
+    }
+    await listUntil(sa, (l) => l.length === 2, 20_000);
+    expect(await ask(sa, 'to-held back')).to.equal(`sent ${c.name}`);
+    await heard(sc.client, 'back');
   });
 
   it('cluster: a direct send from host A reaches a session on host C, in order; close from A closes it', async () => {
