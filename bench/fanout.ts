@@ -6,12 +6,10 @@
 // subscriber; and the servers' CPU (every process of theirs, and Redis's)
 // per delivery.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FanoutResult, FanoutSpec } from './fanout-load.js';
-import { cpuTicks, freePort, type Server, startIslet, startNodeServer, stop, TICK_US, waitForLine } from './processes.js';
+import { cpuTicks, freePort, type Server, startIslet, startNodeServer, stop, TICK_US, waitForLine, writeRoot } from './processes.js';
 
 const LOAD = fileURLToPath(new URL('./fanout-load.js', import.meta.url));
 const PEERS = fileURLToPath(new URL('./fanout-peers.js', import.meta.url));
@@ -39,16 +37,12 @@ export interface FanoutRow {
 
 /** One tenant: sessions on fan-sub join topic "room" as they open; what fan-pub's session sends is published to it. */
 function fanoutRoot(): string {
-  const root = mkdtempSync(path.join(os.tmpdir(), 'islet-bench-fanout-'));
-  const write = (file: string, text: string): void => {
-    mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
-    writeFileSync(path.join(root, file), text);
-  };
-  write('fan/sub.websocket', JSON.stringify({ handler: 'fan/sub', endpoint: 'fan-sub' }));
-  write('fan/sub.js', 'const ws = require("net/v4/websockets");\nexports.onOpen = function (id) { ws.subscribe(id, "room"); };\n');
-  write('fan/pub.websocket', JSON.stringify({ handler: 'fan/pub', endpoint: 'fan-pub' }));
-  write('fan/pub.js', 'const ws = require("net/v4/websockets");\nexports.onMessage = function (message) { ws.publish("room", message); };\n');
-  return root;
+  return writeRoot('fanout', {
+    'fan/sub.websocket': JSON.stringify({ handler: 'fan/sub', endpoint: 'fan-sub' }),
+    'fan/sub.js': 'const ws = require("net/v4/websockets");\nexports.onOpen = function (id) { ws.subscribe(id, "room"); };\n',
+    'fan/pub.websocket': JSON.stringify({ handler: 'fan/pub', endpoint: 'fan-pub' }),
+    'fan/pub.js': 'const ws = require("net/v4/websockets");\nexports.onMessage = function (message) { ws.publish("room", message); };\n',
+  });
 }
 
 interface Layout {

@@ -1,14 +1,25 @@
 // What the bench scenarios share: starting the servers they measure as
 // processes of their own, and reading those processes' CPU and memory from /proc.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const ISLET = path.join(REPO, 'bin', 'islet.js');
 export const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
+
+/** A projects root of `files` (path → text) in a new temporary folder. */
+export function writeRoot(name: string, files: Record<string, string>): string {
+  const root = mkdtempSync(path.join(os.tmpdir(), `islet-bench-${name}-`));
+  for (const [file, text] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
+    writeFileSync(path.join(root, file), text);
+  }
+  return root;
+}
 
 /** A server under measurement. */
 export interface Server {

@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import { fanout, type FanoutFigures, type FanoutRow } from './fanout.js';
 import type { LoadResult, LoadSpec } from './load.js';
-import { cpuTicks, freePort, ISLET, REPO, rssKiB, runNode, type Server, sleep, startIslet as startIsletServer, startNodeServer, stop, TICK_US, waitForLine, workerPids } from './processes.js';
+import { cpuTicks, freePort, ISLET, REPO, rssKiB, runNode, type Server, sleep, startIslet as startIsletServer, startNodeServer, stop, TICK_US, waitForLine, workerPids, writeRoot } from './processes.js';
 
 const LOAD = fileURLToPath(new URL('./load.js', import.meta.url));
 const PLAIN = fileURLToPath(new URL('./plain-echo.js', import.meta.url));
@@ -147,18 +147,15 @@ function mean(list: EchoFigures[]): EchoFigures {
 }
 
 function makeRoot(tenants: number): string {
-  const root = mkdtempSync(path.join(os.tmpdir(), 'islet-bench-'));
-  const write = (file: string, text: string): void => {
-    mkdirSync(path.dirname(path.join(root, file)), { recursive: true });
-    writeFileSync(path.join(root, file), text);
+  const files: Record<string, string> = {
+    'echo/echo.websocket': JSON.stringify({ handler: 'echo/echo', endpoint: 'echo' }),
+    'echo/echo.js': 'exports.onMessage = function (message) { return message; };\n',
   };
-  write('echo/echo.websocket', JSON.stringify({ handler: 'echo/echo', endpoint: 'echo' }));
-  write('echo/echo.js', 'exports.onMessage = function (message) { return message; };\n');
   for (let i = 0; i < tenants; i++) {
-    write(`t${i}/e.websocket`, JSON.stringify({ handler: `t${i}/h`, endpoint: `t${i}` }));
-    write(`t${i}/h.js`, `exports.onMessage = function (message) { return "t${i} " + message; };\n`);
+    files[`t${i}/e.websocket`] = JSON.stringify({ handler: `t${i}/h`, endpoint: `t${i}` });
+    files[`t${i}/h.js`] = `exports.onMessage = function (message) { return "t${i} " + message; };\n`;
   }
-  return root;
+  return writeRoot('echo', files);
 }
 
 type PerTarget<T> = Record<TargetName, T>;
