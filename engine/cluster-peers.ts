@@ -30,6 +30,8 @@ export class PeerHosts {
   private readonly hosts = new Map<string, PeerHost>();
   /** Which host each session of another host is on. */
   private readonly hostOf = new Map<number, string>();
+  /** Sessions of each tenant on the other hosts: a tenant with none has no one there to publish to. */
+  private readonly perTenant = new Map<string, number>();
   /** Each changed session's last state this turn (null: gone). */
   private readonly pending = new Map<number, SocketInfo | null>();
   private scheduled = false;
@@ -51,6 +53,11 @@ export class PeerHosts {
   /** Every session on the other hosts, for a worker that starts again. */
   sessions(): SocketInfo[] {
     return [...this.hosts.values()].flatMap((peer) => [...peer.sessions.values()]);
+  }
+
+  /** Whether another host has a session of `tenant`. */
+  hasTenant(tenant: string): boolean {
+    return this.perTenant.has(tenant);
   }
 
   /** The session `id` of another host; undefined when it is not one. */
@@ -89,7 +96,7 @@ export class PeerHosts {
           const entry = field === 'seq' ? null : parseEntry(value);
           if (entry !== null) now.set(Number(field), peerInfo(host, Number(field), entry));
         }
-        for (const id of peer.sessions.keys()) if (!now.has(id)) this.removed(id);
+        for (const [id, info] of peer.sessions) if (!now.has(id)) this.removed(info);
         for (const [id, info] of now) if (!peer.sessions.has(id)) this.added(info);
         peer.sessions = now;
         peer.seq = Number(hash.seq);
@@ -108,7 +115,7 @@ export class PeerHosts {
     const peer = this.hosts.get(host);
     if (peer === undefined) return;
     this.hosts.delete(host);
-    for (const id of peer.sessions.keys()) this.removed(id);
+    for (const info of peer.sessions.values()) this.removed(info);
   }
 
   dropAll(): void {
@@ -123,9 +130,14 @@ export class PeerHosts {
       return;
     }
     peer.seq = message.seq;
-    for (const id of message.remove ?? []) if (peer.sessions.delete(id)) this.removed(id);
+    for (const id of message.remove ?? []) {
+      const info = peer.sessions.get(id);
+      if (info === undefined) continue;
+      peer.sessions.delete(id);
+      this.removed(info);
+    }
     for (const [id, ...entry] of message.add ?? []) {
-      if (!Number.isSafeInteger(id) || !isEntry(entry)) continue;
+      if (!Number.isSafeInteger(id) || !isEntry(entry) || peer.sessions.has(id)) continue;
       const info = peerInfo(message.host, id, entry);
       peer.sessions.set(id, info);
       this.added(info);
@@ -134,12 +146,16 @@ export class PeerHosts {
 
   private added(info: SocketInfo): void {
     this.hostOf.set(info.id, info.host);
+    this.perTenant.set(info.tenant, (this.perTenant.get(info.tenant) ?? 0) + 1);
     this.note(info.id, info);
   }
 
-  private removed(id: number): void {
-    this.hostOf.delete(id);
-    this.note(id, null);
+  private removed(info: SocketInfo): void {
+    this.hostOf.delete(info.id);
+    const left = this.perTenant.get(info.tenant)! - 1;
+    if (left > 0) this.perTenant.set(info.tenant, left);
+    else this.perTenant.delete(info.tenant);
+    this.note(info.id, null);
   }
 
   private note(id: number, info: SocketInfo | null): void {

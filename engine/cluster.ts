@@ -368,9 +368,13 @@ export class Cluster implements Presence {
     return true;
   }
 
-  /** A topic's message, to the other hosts: on the tenant's channel, which every host with a session of the tenant follows. */
+  /**
+   * A topic's message, to the other hosts: on the tenant's channel, which
+   * every host with a session of the tenant follows. When no other host has
+   * one (as far as this host has heard), Redis is not asked.
+   */
   publish(tenant: string, topic: string, text: string): void {
-    if (!this.joined) return;
+    if (!this.joined || !this.peers.hasTenant(tenant)) return;
     this.messagesOut++;
     this.command.publish(topicsOf(tenant), `${JSON.stringify([this.name, topic])}\n${text}`).catch(() => {});
   }

@@ -236,6 +236,17 @@ describe('cluster: three hosts through a real Redis', function () {
     await heard(sc.client, 'back');
   });
 
+  it('cluster: a tenant whose sessions are all on one host publishes without Redis', async () => {
+    const [otherB, chatA] = await Promise.all([open(b, 'other-room'), open(a)]);
+    await listUntil(chatA, (l) => l.length === 1);
+    expect(await ask(otherB, `sub ${otherB.id} lobby`)).to.equal('subscribed');
+    const out = async (): Promise<number> => Number(/^islet_cluster_messages_total\{direction="out"\} (\d+)$/m.exec(await b.metrics())![1]);
+    const before = await out();
+    for (let i = 0; i < 5; i++) expect(await ask(otherB, `pub lobby alone-${i}`)).to.equal('published');
+    await heard(otherB.client, 'alone-4');
+    expect(await out()).to.equal(before);
+  });
+
   it('cluster: a direct send from host A reaches a session on host C, in order; close from A closes it', async () => {
     const [sa, sc] = await Promise.all([open(a), open(c)]);
     await listUntil(sa, (l) => l.length === 2);
