@@ -35,8 +35,8 @@ export interface WorkersHost {
   runs: Runs;
   quarantine: Quarantine;
   metrics: Metrics;
-  /** The cluster this host is in; null alone. */
-  cluster: Cluster | null;
+  /** The cluster this host is in (once started); null alone. */
+  cluster(): Cluster | null;
   emit: Emit;
   report: Report;
   /** The engine is closing: a worker's exit is expected. */
@@ -92,7 +92,7 @@ export class Workers {
    */
   private idBlock(): number {
     const block = 1 + ((this.nextIdBlock++ - 1) % (2 ** 32 / ID_BLOCK - 1));
-    return (this.host.cluster?.slot ?? 0) * 2 ** 32 + block * ID_BLOCK;
+    return (this.host.cluster()?.slot ?? 0) * 2 ** 32 + block * ID_BLOCK;
   }
 
   /** Tenant isolates and sockets the workers hold now, and each tenant's use of them (only tenants placed on the worker that reports them). */
@@ -131,7 +131,7 @@ export class Workers {
       // A restarted worker gets its tenants' open sockets back, with their
       // handler bundles, and the sessions on other hosts, before anything
       // that was queued while it was down.
-      const cluster = this.host.cluster;
+      const cluster = this.host.cluster();
       if (cluster !== null) {
         worker.sendFirst({ t: 'cluster', away: cluster.away });
         worker.sendFirst({ t: 'peers', add: cluster.peerSessions(), remove: [] });
@@ -165,7 +165,7 @@ export class Workers {
    * tenant is the socket's, which the cluster knows.
    */
   private toPeer(worker: SandboxWorker, order: Order, payload: Buffer | string = ''): void {
-    const cluster = this.host.cluster;
+    const cluster = this.host.cluster();
     if (cluster === null) return;
     const tenant = order[1] === '' ? cluster.tenantOf(order[2]) : order[1];
     if (tenant === null || !worker.tenants.has(tenant)) return;
@@ -222,7 +222,7 @@ export class Workers {
         const payload = Buffer.from(message.text);
         if (payload.length > this.host.options.limits.maxMessageBytes) break;
         sockets.publish(message.tenant, message.topic, payload);
-        this.host.cluster?.publish(message.tenant, message.topic, message.text);
+        this.host.cluster()?.publish(message.tenant, message.topic, message.text);
         break;
       }
       case 'log': {
