@@ -373,10 +373,10 @@ export class Cluster implements Presence {
    * every host with a session of the tenant follows. When no other host has
    * one (as far as this host has heard), Redis is not asked.
    */
-  publish(tenant: string, topic: string, text: string): void {
+  publish(tenant: string, topic: string, payload: Buffer): void {
     if (!this.joined || !this.peers.hasTenant(tenant)) return;
     this.messagesOut++;
-    this.command.publish(topicsOf(tenant), `${JSON.stringify([this.name, topic])}\n${text}`).catch(() => {});
+    this.command.publish(topicsOf(tenant), Buffer.concat([Buffer.from(`${JSON.stringify([this.name, topic])}\n`), payload])).catch(() => {});
   }
 
   // Presence: this host's sessions, written once a turn.

@@ -41,6 +41,9 @@ interface Parts {
   routes: Routes;
   metrics: Metrics;
   cluster: Cluster | null;
+  /** What the parts tell the embedder: its events, and the host's own failures. */
+  emit: Emit;
+  report: Report;
   state: State;
   started: Promise<void> | null;
 }
@@ -60,9 +63,9 @@ function assertRunning(p: Parts): void {
  * alone changed the heap the host grew to under load (half of the 64 B echo
  * runs peaked near 245 MiB instead of 135).
  */
-async function joinCluster(p: Parts, options: NonNullable<ResolvedOptions['cluster']>, events: { emit: Emit; report: Report }): Promise<void> {
+async function joinCluster(p: Parts, options: NonNullable<ResolvedOptions['cluster']>): Promise<void> {
   const { Cluster } = await import('./cluster.js');
-  const cluster = new Cluster(options, { sockets: p.sockets, workers: () => p.workers.list, ...events });
+  const cluster = new Cluster(options, { sockets: p.sockets, workers: () => p.workers.list, emit: p.emit, report: p.report });
   await cluster.start();
   p.cluster = cluster;
   p.sockets.presence = cluster;
@@ -126,7 +129,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       assertRunning: () => assertRunning(p),
     };
     const routes = new Routes({ options: resolved, served, handlers, sockets, workers, quarantine, metrics, runHost, emit, report, running });
-    const p: Parts = { options: resolved, bundler, quarantine, runs, runHost, handlers, sockets, workers, served, routes, metrics, cluster: null, state: 'new', started: null };
+    const p: Parts = { options: resolved, bundler, quarantine, runs, runHost, handlers, sockets, workers, served, routes, metrics, cluster: null, emit, report, state: 'new', started: null };
     partsOf.set(this, p);
   }
 
@@ -147,7 +150,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       p.state = 'starting';
       p.started = (async () => {
         // The cluster first: its id slot is in every socket id the workers hand out.
-        if (p.options.cluster !== null) await joinCluster(p, p.options.cluster, { emit: (event, ...args) => this.emit(event, ...args), report: (where, error) => this.emit('hostError', { where, error: error instanceof Error ? error : new Error(String(error)) }) });
+        if (p.options.cluster !== null) await joinCluster(p, p.options.cluster);
         await p.workers.start();
         if (p.state === 'starting') p.state = 'running';
       })();

@@ -287,13 +287,12 @@ export class Sockets {
     return true;
   }
 
-  /** Sends `payload` to every session of `tenant`'s here subscribed to `topic`, framed once; returns how many it went to. */
-  publish(tenant: string, topic: string, payload: Buffer): number {
+  /** Sends `payload` to every session of `tenant`'s here subscribed to `topic`, framed once. */
+  publish(tenant: string, topic: string, payload: Buffer): void {
     const subscribers = this.topics.subscribers(tenant, topic);
-    if (subscribers === undefined) return 0;
+    if (subscribers === undefined) return;
     const frame = frameText(payload);
     for (const socket of subscribers) this.deliver(socket, payload, frame);
-    return subscribers.size;
   }
 
   /** Does `worker` own socket `id`? Output for anything else is dropped. */

@@ -208,21 +208,21 @@ export class Workers {
         break;
       case 'close':
         if (sockets.owns(worker, message.id)) sockets.closeFor(message.id, message.code, message.reason);
-        else if (worker.tenants.has(message.tenant)) this.toPeer(worker, ['close', message.tenant, message.id, message.code ?? null, message.reason ?? null]);
+        else this.toPeer(worker, ['close', message.tenant, message.id, message.code ?? null, message.reason ?? null]);
         break;
       case 'subscribe':
       case 'unsubscribe': {
-        if (!worker.tenants.has(message.tenant) || topicProblem(message.topic) !== null) break;
+        if (!worker.tenants.has(message.tenant) || !isTopic(message.topic)) break;
         const join = message.t === 'subscribe';
         if (!sockets.subscribe(message.id, message.tenant, message.topic, join)) this.toPeer(worker, [message.t, message.tenant, message.id, message.topic]);
         break;
       }
       case 'publish': {
-        if (!worker.tenants.has(message.tenant) || topicProblem(message.topic) !== null) break;
+        if (!worker.tenants.has(message.tenant) || !isTopic(message.topic)) break;
         const payload = Buffer.from(message.text);
         if (payload.length > this.host.options.limits.maxMessageBytes) break;
         sockets.publish(message.tenant, message.topic, payload);
-        this.host.cluster()?.publish(message.tenant, message.topic, message.text);
+        this.host.cluster()?.publish(message.tenant, message.topic, payload);
         break;
       }
       case 'log': {
@@ -263,7 +263,7 @@ export class Workers {
   }
 }
 
-/** What is wrong with a topic name a worker sent (the isolate checked it before); null: nothing. */
-function topicProblem(topic: string): string | null {
-  return topic === '' || Buffer.byteLength(topic) > MAX_TOPIC_BYTES ? `a topic name is 1 to ${MAX_TOPIC_BYTES} bytes` : null;
+/** A topic name a worker sent is 1 to MAX_TOPIC_BYTES bytes (the isolate checked it before). */
+function isTopic(topic: string): boolean {
+  return topic !== '' && Buffer.byteLength(topic) <= MAX_TOPIC_BYTES;
 }
